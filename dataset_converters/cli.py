@@ -1,0 +1,88 @@
+"""Argument parsing and dispatch for ``python -m dataset_converters``.
+
+Each subcommand turns one raw layout into ``DATA_DIR/NAME/`` and prints what it
+wrote and the command to train on it.  Bad input exits with status 2 and one
+line ``error: <file>: <problem>``, without a traceback.
+"""
+
+import argparse
+import sys
+
+from dataset_converters.safe_io import ConversionError
+
+KINDS_MMGCN = ("movielens", "tiktok", "kwai")
+
+
+def _add_common(p, default_name, src_required=True, splits=("original", "random")):
+    if src_required:
+        p.add_argument("--src", required=True, help="directory of the raw files")
+    p.add_argument("--out", required=True, help="DATA_DIR: the dataset goes to DATA_DIR/NAME/")
+    p.add_argument("--name", default=default_name, help=f"dataset name (default {default_name})")
+    if splits:
+        p.add_argument("--split", choices=splits, default=None,
+                       help="fixed split to write (default: original when the raw data has "
+                            "one, else random)")
+        p.add_argument("--seed", type=int, default=2020, help="seed of the random split")
+        p.add_argument("--pca", type=int, default=None, metavar="DIM",
+                       help="reduce every dense modality to DIM with a deterministic PCA")
+
+
+def build_parser():
+    """The argparse parser with one subcommand per raw layout."""
+    parser = argparse.ArgumentParser(prog="python -m dataset_converters", description=__doc__)
+    sub = parser.add_subparsers(dest="kind", required=True)
+    for kind in KINDS_MMGCN:
+        _add_common(sub.add_parser(kind, help=f"{kind} in the MMGCN full or sample layout"), kind)
+    _add_common(sub.add_parser("microlens", help="MicroLens-50k pairs + titles"), "microlens",
+                splits=("random", "chrono"))
+    sub.choices["microlens"].add_argument(
+        "--text", choices=("auto", "minilm", "tfidf"), default="auto",
+        help="title embedding: all-MiniLM-L6-v2 if installed (auto), or numpy TF-IDF + SVD")
+    sub.choices["microlens"].add_argument("--text-dim", type=int, default=64,
+                                          help="dimension of the TF-IDF + SVD text vector")
+    _add_common(sub.add_parser("ml100k", help="RecBole's bundled ml-100k (no --src needed)"),
+                "mm-ml-100k", src_required=False, splits=())
+    syn = sub.add_parser("synthetic", help="generate raw MMGCN-layout data at a real shape")
+    syn.add_argument("--like", choices=KINDS_MMGCN, required=True)
+    syn.add_argument("--scale", type=float, default=1.0, help="fraction of the real size")
+    syn.add_argument("--out", required=True, help="directory for the raw files")
+    syn.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def _convert(args):
+    """Run the subcommand; return the printed report."""
+    from dataset_converters.recbole_files import summary, write_dataset
+
+    if args.kind == "synthetic":
+        from dataset_converters.synthetic import generate
+
+        return generate(args.like, args.out, scale=args.scale, seed=args.seed)
+    if args.kind == "ml100k":
+        from dataset_converters.ml100k import convert_ml100k
+
+        ds = convert_ml100k(name=args.name)
+    elif args.kind == "microlens":
+        from dataset_converters.microlens import convert_microlens
+
+        ds = convert_microlens(args.src, name=args.name, split=args.split or "random",
+                               seed=args.seed, pca=args.pca, text=args.text,
+                               text_dim=args.text_dim)
+    else:
+        from dataset_converters.mmgcn import convert_mmgcn
+
+        ds = convert_mmgcn(args.kind, args.src, name=args.name, split=args.split,
+                           seed=args.seed, pca=args.pca)
+    path = write_dataset(ds, args.out)
+    return summary(ds, path, args.out)
+
+
+def main(argv=None):
+    """Entry point; returns the process exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        print(_convert(args))
+    except ConversionError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,159 @@
+"""What RecBole 1.2.1 needs on today's stack, in one place.
+
+Every change RecBole needs to run this plugin sits here, each with its reason.
+:func:`apply` is idempotent and is called once by ``import recbole_metammf``.
+
+1. **Plugin configuration layers.** RecBole's ``Config`` reads YAML defaults only
+   from its own ``properties/`` folder. We add, in RecBole's priority order
+   (later wins): the plugin's ``properties/overall.yaml`` (the paper's protocol,
+   applied to every model so baselines run under the same protocol), the plugin
+   model YAML, RecBole's own dataset YAML again (so a bundled dataset YAML keeps
+   its place above model defaults), the plugin dataset YAML, and a YAML lying
+   beside the atomic files (``{data_path}/{dataset}/{dataset}.yaml``, written by
+   the converters). User config files, config dicts and the command line stay
+   above all of these.
+
+2. **Checkpoints under torch>=2.6.** ``torch.load`` now defaults to
+   ``weights_only=True``. RecBole saves its ``Config`` object inside every
+   checkpoint with ``pickle_protocol=4`` (whose FRAME opcode the weights-only
+   unpickler rejects) and reloads the best checkpoint with a plain
+   ``torch.load``. We (a) save checkpoints with torch's default protocol, (b) make
+   ``Config`` pickle as plain data plus the model *name* (the class is looked up
+   again through RecBole's ``get_model`` on load, so no class reference is ever
+   unpickled), and (c) allow-list exactly the few harmless globals that remain
+   (RecBole's enums, numpy scalars and dtypes, and the rebuild function of (b)).
+   ``weights_only`` stays on for the whole process.
+
+3. **Distributed training without a GPU.** RecBole hard-codes the NCCL backend
+   and CUDA devices when ``local_rank`` is set. Without CUDA we initialise the
+   process group with gloo on the CPU; with CUDA RecBole's own path runs.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+
+from recbole.config import configurator
+from recbole.config.configurator import Config
+from recbole.trainer import trainer as recbole_trainer
+from recbole.utils import EvaluatorType, InputType, ModelType, get_model
+
+from recbole_metammf.paths import PROPERTIES_DIR
+
+_APPLIED = False
+
+
+# ----------------------------------------------------------------------------
+# 1. configuration layers
+# ----------------------------------------------------------------------------
+def plugin_config_files(model: str, dataset: str, data_path: str) -> list[tuple[str, bool]]:
+    """The plugin's YAML files for (model, dataset), lowest priority first.
+
+    Returns ``(path, is_dataset_file)`` pairs for the files that exist.
+    """
+    recbole_dataset_yaml = os.path.join(
+        os.path.dirname(os.path.realpath(configurator.__file__)),
+        "..", "properties", "dataset", f"{dataset}.yaml",
+    )
+    candidates = [
+        (os.path.join(PROPERTIES_DIR, "overall.yaml"), False),
+        (os.path.join(PROPERTIES_DIR, "model", f"{model}.yaml"), False),
+        (recbole_dataset_yaml, True),
+        (os.path.join(PROPERTIES_DIR, "dataset", f"{dataset}.yaml"), True),
+        (os.path.join(data_path, dataset, f"{dataset}.yaml"), True),
+    ]
+    return [(path, is_ds) for path, is_ds in candidates if os.path.isfile(path)]
+
+
+def _load_internal_config_dict(self, model, model_class, dataset, _orig=Config._load_internal_config_dict):
+    _orig(self, model, model_class, dataset)
+    data_path = self.external_config_dict.get(
+        "data_path", self.internal_config_dict.get("data_path", "dataset/")
+    )
+    for path, is_dataset_file in plugin_config_files(model, dataset, data_path):
+        loaded = self._update_internal_config_dict(path) or {}
+        if is_dataset_file:
+            self.parameters["Dataset"] += [k for k in loaded if k not in self.parameters["Dataset"]]
+
+
+# ----------------------------------------------------------------------------
+# 2. checkpoints that load with weights_only=True
+# ----------------------------------------------------------------------------
+def rebuild_config(state: dict) -> Config:
+    """Inverse of :func:`_reduce_config`: a ``Config`` from plain data."""
+    config = Config.__new__(Config)
+    config.__dict__.update(state)
+    config.yaml_loader = config._build_yaml_loader()
+    config.model_class = get_model(state["model"])
+    return config
+
+
+def _reduce_config(self):
+    state = {k: v for k, v in self.__dict__.items() if k not in ("model_class", "yaml_loader")}
+    return rebuild_config, (state,)
+
+
+def _save_checkpoint(self, epoch, verbose=True, **kwargs):
+    """RecBole's checkpoint contents, written with torch's default pickle protocol."""
+    if not self.config["single_spec"] and self.config["local_rank"] != 0:
+        return
+    path = kwargs.pop("saved_model_file", self.saved_model_file)
+    torch.save(
+        {
+            "config": self.config,
+            "epoch": epoch,
+            "cur_step": self.cur_step,
+            "best_valid_score": float(self.best_valid_score),
+            "state_dict": self.model.state_dict(),
+            "other_parameter": self.model.other_parameter(),
+            "optimizer": self.optimizer.state_dict(),
+        },
+        path,
+    )
+    if verbose:
+        self.logger.info(f"Saving current: {path}")
+
+
+def _safe_checkpoint_globals() -> list:
+    numpy_globals = [np.dtype, np.core.multiarray.scalar]
+    numpy_globals += [type(np.dtype(t)) for t in ("float64", "float32", "int64", "int32", "bool")]
+    return [rebuild_config, InputType, ModelType, EvaluatorType, *numpy_globals]
+
+
+# ----------------------------------------------------------------------------
+# 3. distributed training on CPU (gloo)
+# ----------------------------------------------------------------------------
+def _init_device(self, _orig=Config._init_device):
+    cfg = self.final_config_dict
+    if "local_rank" not in cfg or torch.cuda.is_available():
+        return _orig(self)
+    if not torch.distributed.is_initialized():
+        torch.distributed.init_process_group(
+            backend="gloo",
+            rank=cfg["local_rank"] + cfg["offset"],
+            world_size=cfg["world_size"],
+            init_method=f"tcp://{cfg['ip']}:{cfg['port']}",
+        )
+    cfg["gpu_id"] = str(cfg["gpu_id"])
+    cfg["device"] = torch.device("cpu")
+    cfg["single_spec"] = False
+    if cfg["local_rank"] != 0:
+        cfg["state"] = "error"
+        cfg["show_progress"] = False
+        cfg["verbose"] = False
+
+
+def apply() -> None:
+    """Install every workaround above (idempotent)."""
+    global _APPLIED
+    if _APPLIED:
+        return
+    Config._load_internal_config_dict = _load_internal_config_dict
+    Config._init_device = _init_device
+    Config.__reduce__ = _reduce_config
+    recbole_trainer.Trainer._save_checkpoint = _save_checkpoint
+    torch.serialization.add_safe_globals(_safe_checkpoint_globals())
+    _APPLIED = True

@@ -1,0 +1,1 @@
+from recbole_metammf.layers.fusion import MetaFusionLayer, MetaFusionNetwork, MetaInfoExtractor

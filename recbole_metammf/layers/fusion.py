@@ -1,0 +1,152 @@
+"""MetaMMF's item-specific multimodal fusion (SPEC section 3).
+
+A meta information extractor reads an item's concatenated modality vector
+``x_i`` and produces a small meta vector ``s_i``; every layer of the fusion
+network then uses an item-specific weight
+
+    W_i = M + T x3 s_i                       (full)
+    W_i = M + A · diag(C s_i) · B            (cp: the paper's CP form, rank R)
+    W_i = M + (s_i · sum_r C_r) · (A · B)    (collapsed: what the released CPDLayer computes)
+
+No per-item (in x out) weight is ever built: each form is evaluated as a few
+matmuls whose memory grows with n·d_s·min(in, out) (full) or n·R (cp), not
+n·in·out. ``item_weights`` builds the explicit per-item weights; it exists for
+tests and the benchmark's comparison with the released code, never for training.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+FORMS = ("full", "cp", "collapsed")
+
+
+class MetaInfoExtractor(nn.Module):
+    """``s_i = W2 · relu(W1 · x_i + b1) + b2`` (no activation on ``s_i``)."""
+
+    def __init__(self, in_dim: int, meta_dim: int, hidden_dim: int | None = None):
+        super().__init__()
+        hidden_dim = hidden_dim or in_dim  # the released code uses hidden = d_in
+        self.net = nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, meta_dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)  # [n, d_s]
+
+
+class MetaFusionLayer(nn.Module):
+    """One item-specific linear map ``h -> h · W_i`` (no bias)."""
+
+    def __init__(self, in_dim: int, out_dim: int, meta_dim: int, form: str = "cp", rank: int = 16):
+        super().__init__()
+        if form not in FORMS:
+            raise ValueError(f"fusion_form must be one of {FORMS}, got '{form}'")
+        self.in_dim, self.out_dim, self.meta_dim, self.form, self.rank = in_dim, out_dim, meta_dim, form, rank
+        self.M = nn.Parameter(torch.empty(in_dim, out_dim))  # shared by all items
+        if form == "full":
+            self.T = nn.Parameter(torch.empty(meta_dim, in_dim, out_dim))  # T_k, k = 1..d_s
+        else:
+            self.A = nn.Parameter(torch.empty(in_dim, rank))
+            self.B = nn.Parameter(torch.empty(rank, out_dim))
+            self.C = nn.Parameter(torch.empty(rank, meta_dim))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        # Xavier on M; the item-specific part starts near zero (the released code's
+        # Xavier on T viewed as (d_s, in*out) has a huge fan), so training starts
+        # from one shared fusion and learns per-item deviations from it.
+        nn.init.xavier_uniform_(self.M)
+        small = math.sqrt(6.0 / (self.meta_dim + self.in_dim * self.out_dim))
+        if self.form == "full":
+            nn.init.uniform_(self.T, -small, small)
+        else:
+            nn.init.xavier_uniform_(self.A)
+            nn.init.xavier_uniform_(self.B)
+            nn.init.uniform_(self.C, -small, small)
+
+    def num_parameters_formula(self) -> int:
+        """Parameter count by the paper's formulas."""
+        shared = self.in_dim * self.out_dim
+        if self.form == "full":
+            return shared + self.meta_dim * self.in_dim * self.out_dim
+        return shared + self.rank * (self.in_dim + self.out_dim + self.meta_dim)
+
+    def forward(self, h: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        """h: [n, in], s: [n, d_s] -> [n, out]."""
+        y = h @ self.M  # [n, out]
+        n = h.shape[0]
+        if self.form == "full":
+            if self.in_dim <= self.out_dim:
+                # (s ⊗ h) · T, one matmul over the d_s·in Khatri-Rao features
+                z = (s.unsqueeze(2) * h.unsqueeze(1)).reshape(n, self.meta_dim * self.in_dim)  # [n, d_s*in]
+                y = y + z @ self.T.reshape(self.meta_dim * self.in_dim, self.out_dim)
+            else:
+                # h · [T_1 .. T_ds], then weight the d_s outputs by s
+                t = self.T.permute(1, 0, 2).reshape(self.in_dim, self.meta_dim * self.out_dim)  # [in, d_s*out]
+                hz = (h @ t).view(n, self.meta_dim, self.out_dim)  # [n, d_s, out]
+                y = y + torch.einsum("nko,nk->no", hz, s)
+        elif self.form == "cp":
+            y = y + ((h @ self.A) * (s @ self.C.t())) @ self.B  # [n, R] * [n, R] -> [n, out]
+        else:  # collapsed: the released code's CPDLayer
+            scale = s @ self.C.sum(dim=0)  # [n]
+            y = y + scale.unsqueeze(1) * ((h @ self.A) @ self.B)
+        return y
+
+    def item_weights(self, s: torch.Tensor) -> torch.Tensor:
+        """Explicit per-item weights W_i: [n, in, out]. For tests and benchmarks only."""
+        if self.form == "full":
+            delta = torch.einsum("nk,kio->nio", s, self.T)
+        elif self.form == "cp":
+            delta = torch.einsum("ir,nr,ro->nio", self.A, s @ self.C.t(), self.B)
+        else:
+            delta = (s @ self.C.sum(dim=0)).view(-1, 1, 1) * (self.A @ self.B).unsqueeze(0)
+        return self.M.unsqueeze(0) + delta
+
+    def extra_repr(self) -> str:
+        rank = "" if self.form == "full" else f", rank={self.rank}"
+        return f"{self.in_dim} -> {self.out_dim}, form={self.form}{rank}, d_s={self.meta_dim}"
+
+
+class MetaFusionNetwork(nn.Module):
+    """Meta extractor + N meta fusion layers, LeakyReLU between layers: x [n, d_in] -> e^m [n, out]."""
+
+    def __init__(
+        self,
+        in_dim: int,
+        hidden_sizes: list[int],
+        out_dim: int,
+        meta_dim: int = 5,
+        meta_hidden: int | None = None,
+        form: str = "cp",
+        rank: int = 16,
+        negative_slope: float = 0.01,
+    ):
+        super().__init__()
+        self.extractor = MetaInfoExtractor(in_dim, meta_dim, meta_hidden)
+        widths = [in_dim, *hidden_sizes, out_dim]
+        self.layers = nn.ModuleList(
+            MetaFusionLayer(a, b, meta_dim, form, rank) for a, b in zip(widths[:-1], widths[1:])
+        )
+        self.negative_slope = negative_slope
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.extractor(x)  # [n, d_s]
+        h = x
+        for i, layer in enumerate(self.layers):
+            h = layer(h, s)
+            if i < len(self.layers) - 1:
+                h = F.leaky_relu(h, self.negative_slope)
+        return h
+
+    def forward_explicit(self, x: torch.Tensor) -> torch.Tensor:
+        """The same network through explicit per-item weights and ``bmm`` (the released code's way)."""
+        s = self.extractor(x)
+        h = x
+        for i, layer in enumerate(self.layers):
+            h = torch.bmm(h.unsqueeze(1), layer.item_weights(s)).squeeze(1)
+            if i < len(self.layers) - 1:
+                h = F.leaky_relu(h, self.negative_slope)
+        return h

@@ -1,0 +1,92 @@
+"""MultimodalRecommender: what every multimodal model of the plugin shares.
+
+* the item modalities (:class:`~recbole_metammf.modalities.ModalityEncoder`),
+  built once from the dataset and moved to the model's device with the model;
+* BPR training on RecBole's pairwise (user, positive, negative) batches;
+* ``predict`` and ``full_sort_predict`` from one pair of final user / item
+  tensors, cached for evaluation and cleared as soon as training resumes.
+
+A subclass implements :meth:`compute_all` (all users' and all items'
+final representations) and may override :meth:`batch_embeddings` when it can
+score a batch without computing every item (MetaMMF_MF does).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from recbole.model.abstract_recommender import GeneralRecommender
+from recbole.model.loss import BPRLoss, EmbLoss
+from recbole.utils import InputType
+
+from recbole_metammf.modalities import ModalityEncoder
+
+
+class MultimodalRecommender(GeneralRecommender):
+    input_type = InputType.PAIRWISE
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+
+        # load dataset info: item modalities aligned with RecBole's internal item ids
+        self.modalities = ModalityEncoder(config, dataset)
+
+        # load parameters info
+        self.reg_weight = config["reg_weight"] if "reg_weight" in config else 0.0
+
+        # define loss
+        self.bpr_loss = BPRLoss()
+        self.reg_loss = EmbLoss()
+
+        # storage for full-sort acceleration
+        self.restore_user_e = None
+        self.restore_item_e = None
+        self.other_parameter_name = ["restore_user_e", "restore_item_e"]
+
+    # --- to implement -------------------------------------------------------
+    def compute_all(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Final representations: users [n_users, d], items [n_items, d]."""
+        raise NotImplementedError
+
+    def batch_embeddings(self, users, items_list):
+        """(user_e, [item_e ...]) for a training batch; default: index compute_all()."""
+        user_all, item_all = self.compute_all()
+        return user_all[users], [item_all[items] for items in items_list]
+
+    def reg_embeddings(self, users, items_list) -> list[torch.Tensor]:
+        """Ego embeddings that ``reg_weight`` penalises; override in a subclass."""
+        return []
+
+    # --- RecBole interface --------------------------------------------------
+    def forward(self):
+        return self.compute_all()
+
+    def calculate_loss(self, interaction):
+        self.restore_user_e = self.restore_item_e = None  # training resumes: cache is stale
+        users = interaction[self.USER_ID]
+        pos, neg = interaction[self.ITEM_ID], interaction[self.NEG_ITEM_ID]
+        u_e, (pos_e, neg_e) = self.batch_embeddings(users, [pos, neg])
+        pos_score = (u_e * pos_e).sum(dim=-1)
+        neg_score = (u_e * neg_e).sum(dim=-1)
+        loss = self.bpr_loss(pos_score, neg_score)
+        if self.reg_weight > 0:
+            reg = self.reg_embeddings(users, [pos, neg])
+            if reg:
+                loss = loss + self.reg_weight * self.reg_loss(*reg)
+        return loss
+
+    def _eval_tensors(self):
+        if self.restore_user_e is None or self.restore_item_e is None:
+            self.restore_user_e, self.restore_item_e = self.compute_all()
+        return self.restore_user_e, self.restore_item_e
+
+    def predict(self, interaction):
+        user_all, item_all = self._eval_tensors()
+        u_e = user_all[interaction[self.USER_ID]]
+        i_e = item_all[interaction[self.ITEM_ID]]
+        return (u_e * i_e).sum(dim=-1)
+
+    def full_sort_predict(self, interaction):
+        user_all, item_all = self._eval_tensors()
+        u_e = user_all[interaction[self.USER_ID]]  # [batch, d]
+        return (u_e @ item_all.t()).view(-1)  # [batch * n_items]

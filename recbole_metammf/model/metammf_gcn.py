@@ -1,0 +1,80 @@
+r"""MetaMMF_GCN
+################################################
+
+Reference:
+    Han Liu, Yinwei Wei, Fan Liu, Wenjie Wang, Liqiang Nie, Tat-Seng Chua.
+    "Dynamic Multimodal Fusion via Meta-Learning Towards Micro-Video Recommendation."
+    ACM Transactions on Information Systems (TOIS), 2024. arXiv:2501.07110.
+
+Reference code:
+    https://github.com/hanliu95/MetaMMF
+
+Items enter the user-item graph as ``e_i = [e_i^m ; e_i^c]`` (item-specific
+fusion of their modalities beside a free ID embedding), users as free ID
+embeddings. ``propagation: sage`` (default, as the reference code): two
+GraphSAGE layers, mean aggregation with a root weight, weights shared by users
+and items, LeakyReLU + dropout after layer 1, dropout after layer 2, the last
+layer's output is the final representation. ``propagation: lightgcn``: LightGCN's
+weightless propagation over the symmetric-normalised graph, mean of the layers.
+Every training step fuses all items once (one batched pass) and propagates on
+the whole graph; evaluation reuses cached final tensors.
+"""
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from recbole.model.init import xavier_normal_initialization
+
+from recbole_metammf.layers.graph import SAGEConv, bipartite_adjacency, lightgcn_propagate, normalise, to_torch_sparse
+from recbole_metammf.model.base import MultimodalRecommender
+from recbole_metammf.model.metammf_mf import build_fusion
+
+PROPAGATIONS = ("sage", "lightgcn")
+
+
+class MetaMMF_GCN(MultimodalRecommender):
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+
+        # load parameters info
+        self.embedding_size = config["fused_size"] + config["id_embedding_size"]
+        self.propagation = config["propagation"]
+        if self.propagation not in PROPAGATIONS:
+            raise ValueError(f"propagation must be one of {PROPAGATIONS}, got '{self.propagation}'")
+        self.negative_slope = config["negative_slope"]
+        self.dropouts = list(config["dropout"])
+        self.n_layers = config["n_layers"]
+
+        # define layers
+        self.user_embedding = nn.Embedding(self.n_users, self.embedding_size)
+        self.item_id_embedding = nn.Embedding(self.n_items, config["id_embedding_size"])
+        widths = [self.embedding_size, *config["gcn_hidden_sizes"]] if self.propagation == "sage" else []
+        self.convs = nn.ModuleList(SAGEConv(a, b) for a, b in zip(widths[:-1], widths[1:]))
+        if self.propagation == "sage" and len(self.dropouts) != len(self.convs):
+            raise ValueError(f"dropout needs one value per SAGE layer ({len(self.convs)}), got {self.dropouts}")
+        self.apply(xavier_normal_initialization)
+        self.fusion = build_fusion(config, self.modalities.output_dim)
+
+        # the graph, built once
+        adj = bipartite_adjacency(dataset)
+        kind = "mean" if self.propagation == "sage" else "sym"
+        self.register_buffer("adj", to_torch_sparse(normalise(adj, kind)), persistent=False)
+
+    def item_representation(self) -> torch.Tensor:
+        content = self.fusion(self.modalities())  # [n_items, fused]
+        return torch.cat([content, self.item_id_embedding.weight], dim=-1)  # [n_items, fused + id]
+
+    def compute_all(self):
+        h = torch.cat([self.user_embedding.weight, self.item_representation()], dim=0)  # [U+I, d]
+        if self.propagation == "lightgcn":
+            h = lightgcn_propagate(h, self.adj, self.n_layers)
+        else:
+            for i, (conv, p) in enumerate(zip(self.convs, self.dropouts)):
+                h = conv(h, self.adj)
+                if i < len(self.convs) - 1:
+                    h = F.leaky_relu(h, self.negative_slope)
+                h = F.dropout(h, p=p, training=self.training)
+        return torch.split(h, [self.n_users, self.n_items])
+
+    def reg_embeddings(self, users, items_list):
+        return [self.user_embedding(users)] + [self.item_id_embedding(i) for i in items_list]

@@ -1,0 +1,70 @@
+r"""MetaMMF_MF
+################################################
+
+Reference:
+    Han Liu, Yinwei Wei, Fan Liu, Wenjie Wang, Liqiang Nie, Tat-Seng Chua.
+    "Dynamic Multimodal Fusion via Meta-Learning Towards Micro-Video Recommendation."
+    ACM Transactions on Information Systems (TOIS), 2024. arXiv:2501.07110.
+
+Reference code:
+    https://github.com/hanliu95/MetaMMF (releases no MF script; this follows the paper's Fig. 2)
+
+Each item's modalities are fused by an item-specific network whose weights a
+meta learner derives from the item itself (``layers/fusion.py``); the item is
+``e_i = [e_i^m ; e_i^c]``, the fused content beside a free ID embedding. A user
+is a free embedding of the same size; the score is the inner product, trained
+with BPR.
+"""
+
+import torch
+import torch.nn as nn
+from recbole.model.init import xavier_normal_initialization
+
+from recbole_metammf.layers.fusion import MetaFusionNetwork
+from recbole_metammf.model.base import MultimodalRecommender
+
+
+def build_fusion(config, in_dim: int) -> MetaFusionNetwork:
+    """The fusion network of a MetaMMF model from its config (shared by MF and GCN)."""
+    return MetaFusionNetwork(
+        in_dim=in_dim,
+        hidden_sizes=list(config["fusion_hidden_sizes"] or []),
+        out_dim=config["fused_size"],
+        meta_dim=config["meta_size"],
+        meta_hidden=config["meta_hidden_size"],
+        form=config["fusion_form"],
+        rank=config["cp_rank"],
+        negative_slope=config["negative_slope"],
+    )
+
+
+class MetaMMF_MF(MultimodalRecommender):
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+
+        # load parameters info
+        self.embedding_size = config["fused_size"] + config["id_embedding_size"]
+
+        # define layers
+        self.user_embedding = nn.Embedding(self.n_users, self.embedding_size)
+        self.item_id_embedding = nn.Embedding(self.n_items, config["id_embedding_size"])
+        self.apply(xavier_normal_initialization)  # embeddings; the fusion layers keep their own init
+        self.fusion = build_fusion(config, self.modalities.output_dim)
+
+    def item_representation(self, items=None) -> torch.Tensor:
+        """``[e^m ; e^c]`` of ``items`` (all when None): [n, fused + id]."""
+        content = self.fusion(self.modalities(items))  # [n, fused]
+        ids = self.item_id_embedding.weight if items is None else self.item_id_embedding(items)
+        return torch.cat([content, ids], dim=-1)
+
+    def compute_all(self):
+        return self.user_embedding.weight, self.item_representation()
+
+    def batch_embeddings(self, users, items_list):
+        # fuse only the batch's items, all lists in one pass
+        items = torch.cat(items_list)
+        item_e = self.item_representation(items).split([len(i) for i in items_list])
+        return self.user_embedding(users), list(item_e)
+
+    def reg_embeddings(self, users, items_list):
+        return [self.user_embedding(users)] + [self.item_id_embedding(i) for i in items_list]
