@@ -73,7 +73,7 @@ def _parse_year(text):
 def _read_atomic(path, columns):
     """Read selected columns of a RecBole atomic file as strings."""
     if not path.is_file():
-        raise ConversionError(f"{path}: missing file (is recbole installed with its dataset_example?)")
+        raise ConversionError(f"{path}: missing file (recbole without its dataset_example?)")
     df = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, encoding="utf-8")
     names = {c.split(":")[0]: c for c in df.columns}
     missing = [c for c in columns if c not in names]
@@ -94,7 +94,8 @@ def convert_ml100k(src=None, name=DEFAULT_NAME):
 
     unknown = sorted(set(inter["item_id"]) - set(items["item_id"]))
     if unknown:
-        raise ConversionError(f"{src / 'ml-100k.inter'}: {len(unknown)} item ids not in ml-100k.item")
+        raise ConversionError(f"{src / 'ml-100k.inter'}: {len(unknown)} item ids are not in "
+                              "ml-100k.item")
     return ConvertedDataset(
         name=name,
         description="RecBole's bundled ml-100k, all ratings as implicit feedback, "

@@ -39,9 +39,10 @@ class ModalitySpec:
 def modality_fields(config, dataset) -> list[str]:
     """The ``.item`` columns used as modalities, in a stable order."""
     named = config["modality_fields"] if "modality_fields" in config else None
+    loaded = dataset.item_feat.columns if dataset.item_feat is not None else []
     item_fields = [
         f
-        for f in dataset.field2type
+        for f in loaded
         if dataset.field2source.get(f) == FeatureSource.ITEM
         and dataset.field2type[f] in (FeatureType.FLOAT_SEQ, FeatureType.TOKEN_SEQ)
     ]

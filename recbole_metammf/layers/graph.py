@@ -3,7 +3,8 @@
 Nodes are users ``0..n_users-1`` followed by items ``n_users..n_users+n_items-1``
 (RecBole internal ids, so item 0, the padding item, is an isolated node). The
 graph is the undirected bipartite graph of training interactions, stored as a
-coalesced torch sparse COO tensor (``torch.sparse_coo_tensor``).
+torch sparse CSR tensor together with its transpose (the backward pass of a
+sparse product needs ``A^T``; building it once saves a transpose per step).
 """
 
 from __future__ import annotations
@@ -39,10 +40,47 @@ def normalise(adj: sp.csr_matrix, kind: str) -> sp.csr_matrix:
 
 
 def to_torch_sparse(matrix: sp.spmatrix) -> torch.Tensor:
-    coo = matrix.tocoo()
-    indices = torch.from_numpy(np.vstack([coo.row, coo.col]).astype(np.int64))  # [2, nnz]
-    values = torch.from_numpy(coo.data.astype(np.float32))
-    return torch.sparse_coo_tensor(indices, values, coo.shape).coalesce()
+    """A scipy matrix as a torch sparse CSR tensor (float32)."""
+    csr = sp.csr_matrix(matrix, dtype=np.float32)
+    csr.sort_indices()
+    return torch.sparse_csr_tensor(
+        torch.from_numpy(csr.indptr.astype(np.int64)),
+        torch.from_numpy(csr.indices.astype(np.int64)),
+        torch.from_numpy(csr.data),
+        size=csr.shape,
+    )
+
+
+class _SpMM(torch.autograd.Function):
+    """``A @ h`` whose backward uses a precomputed ``A^T`` (no transpose or coalesce per step)."""
+
+    @staticmethod
+    def forward(ctx, adj, adj_t, h):
+        ctx.adj_t = adj_t
+        return adj @ h
+
+    @staticmethod
+    def backward(ctx, grad):
+        return None, None, ctx.adj_t @ grad
+
+
+class SparseGraph(torch.nn.Module):
+    """A fixed sparse operator and its transpose (CSR), moved with the model, multiplied with autograd."""
+
+    def __init__(self, matrix: sp.spmatrix):
+        super().__init__()
+        self.register_buffer("adj", to_torch_sparse(matrix), persistent=False)
+        self.register_buffer("adj_t", to_torch_sparse(matrix.T), persistent=False)
+        self.shape = matrix.shape
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return _SpMM.apply(self.adj, self.adj_t, h)  # [N, d]
+
+    def __deepcopy__(self, memo):
+        # the operator never changes, and torch cannot deep-copy CSR tensors (RecBole's
+        # get_flops deep-copies the model): a copy shares it
+        memo[id(self)] = self
+        return self
 
 
 class SAGEConv(nn.Module):
@@ -56,14 +94,14 @@ class SAGEConv(nn.Module):
         self.lin_neigh = nn.Linear(in_dim, out_dim, bias=True)
         self.lin_root = nn.Linear(in_dim, out_dim, bias=False)
 
-    def forward(self, h: torch.Tensor, mean_adj: torch.Tensor) -> torch.Tensor:
-        return self.lin_neigh(torch.sparse.mm(mean_adj, h)) + self.lin_root(h)  # [N, out]
+    def forward(self, h: torch.Tensor, mean_adj: SparseGraph) -> torch.Tensor:
+        return self.lin_neigh(mean_adj(h)) + self.lin_root(h)  # [N, out]
 
 
-def lightgcn_propagate(h: torch.Tensor, sym_adj: torch.Tensor, n_layers: int) -> torch.Tensor:
+def lightgcn_propagate(h: torch.Tensor, sym_adj: SparseGraph, n_layers: int) -> torch.Tensor:
     """Mean of ``h, Â h, Â² h, ...`` (LightGCN, no weights, no activation)."""
     out = h
     for _ in range(n_layers):
-        h = torch.sparse.mm(sym_adj, h)
+        h = sym_adj(h)
         out = out + h
     return out / (n_layers + 1)

@@ -25,7 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from recbole.model.init import xavier_normal_initialization
 
-from recbole_metammf.layers.graph import SAGEConv, bipartite_adjacency, lightgcn_propagate, normalise, to_torch_sparse
+from recbole_metammf.layers.graph import SAGEConv, SparseGraph, bipartite_adjacency, lightgcn_propagate, normalise
 from recbole_metammf.model.base import MultimodalRecommender
 from recbole_metammf.model.metammf_mf import build_fusion
 
@@ -58,7 +58,7 @@ class MetaMMF_GCN(MultimodalRecommender):
         # the graph, built once
         adj = bipartite_adjacency(dataset)
         kind = "mean" if self.propagation == "sage" else "sym"
-        self.register_buffer("adj", to_torch_sparse(normalise(adj, kind)), persistent=False)
+        self.adj = SparseGraph(normalise(adj, kind))
 
     def item_representation(self) -> torch.Tensor:
         content = self.fusion(self.modalities())  # [n_items, fused]

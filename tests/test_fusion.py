@@ -1,0 +1,103 @@
+"""The fusion module: each form's fast computation equals the explicit per-item-weight one."""
+
+import pytest
+import torch
+
+from recbole_metammf.layers.fusion import FORMS, MetaFusionLayer, MetaFusionNetwork, MetaInfoExtractor
+
+
+def _randomise(module):
+    # defaults start the item-specific part near zero; test with it at full scale
+    torch.manual_seed(1)
+    for p in module.parameters():
+        torch.nn.init.normal_(p, std=0.5)
+
+
+@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize("in_dim,out_dim", [(7, 5), (4, 9)])
+def test_layer_fast_equals_explicit(form, in_dim, out_dim):
+    torch.manual_seed(0)
+    n, d_s = 11, 3
+    layer = MetaFusionLayer(in_dim, out_dim, d_s, form=form, rank=4).double()
+    _randomise(layer)
+    h = torch.randn(n, in_dim, dtype=torch.double, requires_grad=True)
+    s = torch.randn(n, d_s, dtype=torch.double, requires_grad=True)
+    target = torch.randn(n, out_dim, dtype=torch.double)
+
+    fast = layer(h, s)
+    explicit = torch.bmm(h.unsqueeze(1), layer.item_weights(s)).squeeze(1)
+    assert fast.shape == (n, out_dim)
+    assert torch.allclose(fast, explicit, atol=1e-10)
+
+    params = [h, s, *layer.parameters()]
+    g_fast = torch.autograd.grad((fast * target).sum(), params)
+    g_expl = torch.autograd.grad((explicit * target).sum(), params)
+    for a, b in zip(g_fast, g_expl):
+        assert torch.allclose(a, b, atol=1e-10)
+
+
+def test_forms_differ_and_collapsed_is_one_matrix_scaled():
+    """cp and collapsed share parameter shapes but not their maps; collapsed's delta is rank-R for every item."""
+    torch.manual_seed(0)
+    cp = MetaFusionLayer(6, 5, 3, form="cp", rank=2).double()
+    _randomise(cp)
+    col = MetaFusionLayer(6, 5, 3, form="collapsed", rank=2).double()
+    col.load_state_dict(cp.state_dict())
+    s = torch.randn(4, 3, dtype=torch.double)
+    w_cp, w_col = cp.item_weights(s), col.item_weights(s)
+    assert not torch.allclose(w_cp, w_col)
+    delta = w_col - col.M
+    base = col.A @ col.B
+    ratio = delta[:, 0, 0] / base[0, 0]
+    assert torch.allclose(delta, ratio.view(-1, 1, 1) * base)
+
+
+@pytest.mark.parametrize("form,expected", [("full", 6 * 4 + 3 * 6 * 4), ("cp", 6 * 4 + 5 * (6 + 4 + 3)), ("collapsed", 6 * 4 + 5 * (6 + 4 + 3))])
+def test_parameter_counts_match_formulas(form, expected):
+    layer = MetaFusionLayer(6, 4, 3, form=form, rank=5)
+    assert layer.num_parameters_formula() == expected
+    assert sum(p.numel() for p in layer.parameters()) == expected
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_network_fast_equals_bmm_reference(form):
+    torch.manual_seed(0)
+    net = MetaFusionNetwork(10, [8, 6], 4, meta_dim=5, meta_hidden=7, form=form, rank=3).double()
+    _randomise(net)
+    x = torch.randn(13, 10, dtype=torch.double)
+    fast, ref = net(x), net.forward_explicit(x)
+    assert fast.shape == (13, 4)
+    assert torch.allclose(fast, ref, atol=1e-9)
+    g1 = torch.autograd.grad(fast.square().sum(), list(net.parameters()))
+    g2 = torch.autograd.grad(ref.square().sum(), list(net.parameters()))
+    for a, b in zip(g1, g2):
+        assert torch.allclose(a, b, atol=1e-9)
+
+
+def test_meta_extractor_default_hidden_is_input_width():
+    ext = MetaInfoExtractor(12, 5)
+    assert ext.net[0].out_features == 12 and ext.net[2].out_features == 5
+    # s_i = W2 relu(W1 x + b1) + b2, no activation on s
+    x = torch.randn(3, 12)
+    expected = ext.net[2](torch.relu(ext.net[0](x)))
+    assert torch.allclose(ext(x), expected)
+
+
+def test_item_specific_part_starts_small():
+    layer = MetaFusionLayer(64, 32, 5, form="full")
+    # Xavier on T viewed as (d_s, in*out): bound sqrt(6 / (d_s + in*out)), against M's sqrt(6 / (in + out))
+    t_bound, m_bound = (6 / (5 + 64 * 32)) ** 0.5, (6 / (64 + 32)) ** 0.5
+    assert layer.T.abs().max() <= t_bound < m_bound / 4
+    assert layer.M.abs().max() > m_bound / 2
+    # per-item deviations from the shared M start well below M's scale, for every form
+    torch.manual_seed(0)
+    s = torch.randn(50, 5)
+    for form in FORMS:
+        lay = MetaFusionLayer(256, 128, 5, form=form, rank=16)
+        delta = lay.item_weights(s) - lay.M
+        assert delta.std() < 0.25 * lay.M.std(), form
+
+
+def test_unknown_form_is_a_clear_error():
+    with pytest.raises(ValueError, match="fusion_form"):
+        MetaFusionLayer(3, 3, 2, form="tucker")
