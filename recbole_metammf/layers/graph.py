@@ -64,7 +64,7 @@ class _SpMM(torch.autograd.Function):
         return None, None, ctx.adj_t @ grad
 
 
-class SparseGraph(torch.nn.Module):
+class SparseGraph(nn.Module):
     """A fixed sparse operator and its transpose (CSR), moved with the model, multiplied with autograd."""
 
     def __init__(self, matrix: sp.spmatrix):
@@ -77,10 +77,15 @@ class SparseGraph(torch.nn.Module):
         return _SpMM.apply(self.adj, self.adj_t, h)  # [N, d]
 
     def __deepcopy__(self, memo):
-        # the operator never changes, and torch cannot deep-copy CSR tensors (RecBole's
-        # get_flops deep-copies the model): a copy shares it
-        memo[id(self)] = self
-        return self
+        # torch cannot deep-copy CSR tensors (RecBole's get_flops deep-copies the model);
+        # the operator never changes, so a copy is a new module sharing the same tensors
+        clone = SparseGraph.__new__(SparseGraph)
+        nn.Module.__init__(clone)
+        clone.register_buffer("adj", self.adj, persistent=False)
+        clone.register_buffer("adj_t", self.adj_t, persistent=False)
+        clone.shape = self.shape
+        memo[id(self)] = clone
+        return clone
 
 
 class SAGEConv(nn.Module):
