@@ -27,6 +27,16 @@ Every change RecBole needs to run this plugin sits here, each with its reason.
 3. **Distributed training without a GPU.** RecBole hard-codes the NCCL backend
    and CUDA devices when ``local_rank`` is set. Without CUDA we initialise the
    process group with gloo on the CPU; with CUDA RecBole's own path runs.
+   RecBole also wraps the model in ``DistributedDataParallel(model,
+   device_ids=[local_rank])``, which torch refuses for a CPU module: on CPU the
+   trainer's DDP is built without ``device_ids``. On every device, DDP is told to
+   leave the models' non-persistent buffers alone (item modalities, graph
+   operators: constant data every rank builds identically from the dataset;
+   broadcasting them would cost a copy of every feature matrix per step, and torch
+   cannot broadcast the sparse graph tensors at all). Finally every rank must
+   reload the *same* best checkpoint for the test: RecBole names it after each
+   rank's own clock (``{model}-{time}.pth``) and only rank 0 writes it, so rank 0's
+   name is broadcast to all ranks and the ranks wait for rank 0's write.
 """
 
 from __future__ import annotations
@@ -146,6 +156,40 @@ def _init_device(self, _orig=Config._init_device):
         cfg["verbose"] = False
 
 
+def _ddp_buffers_to_ignore(module: torch.nn.Module) -> list[str]:
+    """Fully qualified names of every non-persistent buffer (constant data built from the dataset)."""
+    names = []
+    for prefix, sub in module.named_modules():
+        for name in getattr(sub, "_non_persistent_buffers_set", ()):
+            names.append(f"{prefix}.{name}" if prefix else name)
+    return names
+
+
+def _distributed_data_parallel(module, device_ids=None, **kwargs):
+    """RecBole's trainer's ``DistributedDataParallel``, valid for CPU modules too."""
+    devices = {p.device.type for p in module.parameters()}
+    if devices == {"cpu"}:
+        device_ids = None  # torch rejects device_ids for a CPU module
+    ignore = set(getattr(module, "_ddp_params_and_buffers_to_ignore", ())) | set(_ddp_buffers_to_ignore(module))
+    module._ddp_params_and_buffers_to_ignore = sorted(ignore)
+    return torch.nn.parallel.DistributedDataParallel(module, device_ids=device_ids, **kwargs)
+
+
+def _trainer_init(self, config, model, _orig=recbole_trainer.Trainer.__init__):
+    _orig(self, config, model)
+    if not config["single_spec"] and torch.distributed.is_initialized():
+        # one checkpoint name for all ranks: rank 0's (the only rank that writes it)
+        name = [self.saved_model_file]
+        torch.distributed.broadcast_object_list(name, src=0)
+        self.saved_model_file = name[0]
+
+
+def _distributed_save_checkpoint(self, epoch, verbose=True, **kwargs):
+    _save_checkpoint(self, epoch, verbose=verbose, **kwargs)
+    if not self.config["single_spec"] and torch.distributed.is_initialized():
+        torch.distributed.barrier()  # nobody reads the checkpoint before rank 0 has written it
+
+
 def apply() -> None:
     """Install every workaround above (idempotent)."""
     global _APPLIED
@@ -154,6 +198,8 @@ def apply() -> None:
     Config._load_internal_config_dict = _load_internal_config_dict
     Config._init_device = _init_device
     Config.__reduce__ = _reduce_config
-    recbole_trainer.Trainer._save_checkpoint = _save_checkpoint
+    recbole_trainer.Trainer._save_checkpoint = _distributed_save_checkpoint
+    recbole_trainer.Trainer.__init__ = _trainer_init
+    recbole_trainer.DistributedDataParallel = _distributed_data_parallel
     torch.serialization.add_safe_globals(_safe_checkpoint_globals())
     _APPLIED = True

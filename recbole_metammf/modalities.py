@@ -114,8 +114,8 @@ class ModalityEncoder(nn.Module):
                 self.specs.append(ModalitySpec(field, "token", token_size, num_tokens))
         self.output_dim = sum(spec.dim for spec in self.specs)
 
-    def forward(self, items: torch.Tensor | None = None) -> torch.Tensor:
-        """Content vectors of ``items`` (all items when None): [n, d_in]."""
+    def per_modality(self, items: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """One content tensor per modality, in ``specs`` order: [n, spec.dim] each."""
         parts = []
         for i, spec in enumerate(self.specs):
             data = getattr(self, f"mod_{i}")
@@ -125,7 +125,11 @@ class ModalityEncoder(nn.Module):
                 parts.append(data)  # [n, dim]
             else:
                 parts.append(self.token_encoders[spec.field](data))  # [n, token_size]
-        return torch.cat(parts, dim=-1)
+        return parts
+
+    def forward(self, items: torch.Tensor | None = None) -> torch.Tensor:
+        """Content vectors of ``items`` (all items when None): [n, d_in]."""
+        return torch.cat(self.per_modality(items), dim=-1)
 
     def extra_repr(self) -> str:
         return ", ".join(f"{s.field}:{s.kind}[{s.dim}]" for s in self.specs)

@@ -15,6 +15,11 @@ import sys
 MODELS = {
     "MetaMMF_MF": "recbole_metammf.model.metammf_mf",
     "MetaMMF_GCN": "recbole_metammf.model.metammf_gcn",
+    "VBPR": "recbole_metammf.model.vbpr",
+    "MMGCN": "recbole_metammf.model.mmgcn",
+    "GRCN": "recbole_metammf.model.grcn",
+    "LATTICE": "recbole_metammf.model.lattice",
+    "FREEDOM": "recbole_metammf.model.freedom",
 }
 
 _RECBOLE_PACKAGE = "recbole.model.general_recommender"

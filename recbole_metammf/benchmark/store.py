@@ -1,0 +1,79 @@
+"""Trial files: one JSON file per finished trial, written atomically; the run's manifest.
+
+Layout of a benchmark directory ``results/NAME``::
+
+    benchmark.json            the spec and the command that produced the run
+    trials/<dataset>__<model>__seed<seed>.json    one per finished trial ('ok' or 'failed')
+    <dataset>/leaderboard.md  <dataset>/leaderboard.csv  <dataset>/*.png   (the report)
+
+A trial file appears complete or not at all (temporary file in the same directory,
+fsync, ``os.replace``), so a run killed at any moment leaves only whole trials behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+
+TRIALS = "trials"
+MANIFEST = "benchmark.json"
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def trial_path(out_dir: str, trial_id: str) -> str:
+    return os.path.join(out_dir, TRIALS, f"{trial_id}.json")
+
+
+def save_trial(out_dir: str, record: dict) -> str:
+    path = trial_path(out_dir, record["trial_id"])
+    atomic_write_text(path, json.dumps(record, indent=1, sort_keys=False) + "\n")
+    return path
+
+
+def load_trial(out_dir: str, trial_id: str):
+    path = trial_path(out_dir, trial_id)
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def load_trials(out_dir: str) -> list[dict]:
+    """Every trial record under ``out_dir/trials`` (sorted by file name)."""
+    directory = os.path.join(out_dir, TRIALS)
+    if not os.path.isdir(directory):
+        return []
+    records = []
+    for name in sorted(os.listdir(directory)):
+        if name.endswith(".json") and not name.startswith("."):
+            with open(os.path.join(directory, name)) as f:
+                records.append(json.load(f))
+    return records
+
+
+def save_manifest(out_dir: str, manifest: dict) -> None:
+    atomic_write_text(os.path.join(out_dir, MANIFEST), json.dumps(manifest, indent=1) + "\n")
+
+
+def load_manifest(out_dir: str) -> dict:
+    path = os.path.join(out_dir, MANIFEST)
+    if not os.path.isfile(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)

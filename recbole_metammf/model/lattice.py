@@ -1,0 +1,150 @@
+r"""LATTICE
+################################################
+
+Reference:
+    Jinghao Zhang, Yanqiao Zhu, Qiang Liu, Shu Wu, Shuhui Wang, Liang Wang. "Mining Latent
+    Structures for Multimedia Recommendation." ACM MM 2021.
+
+Reference code:
+    https://github.com/CRIPAC-DIG/LATTICE
+
+Per modality ``m``, an item-item graph mixes a frozen kNN graph of the raw content
+(``A^m``, cosine, top ``knn_k``, similarity-weighted, ``D^-1/2 A D^-1/2``) with a learned one
+built the same way from a linear projection of the content (``Ã^m``):
+``A^m_mix = (1 - lambda) Ã^m + lambda A^m``. The modalities combine with softmax-normalised
+learned weights, ``A = sum_m softmax(alpha)_m A^m_mix``. Item ID embeddings propagate
+``n_layers`` times over ``A`` (``h``); users and items propagate LightGCN-style
+``n_ui_layers`` times over the user-item graph; the item representation is the LightGCN
+item plus ``normalise(h)``.
+
+Generalised from the paper's visual + text to any number of modalities (one ``A^m``, one
+projection and one ``alpha_m`` each). The raw graph of a dense modality uses its
+(standardised, if ``standardize_modalities``) vectors; of a token modality, its bag of tokens
+as multi-hot rows (cosine = shared tokens over the geometric mean of the bag sizes).
+
+Scale (76,085 items): no ``n x n`` matrix. kNN graphs are found ``knn_chunk_size`` rows at a
+time and stored as sparse edge lists. The reference code rebuilds the learned graph on the
+first batch of each epoch and freezes it for the rest; here the *neighbour sets* of the learned
+graph are re-found once per epoch (``ceil(#train interactions / train_batch_size)`` steps),
+while their edge weights (cosine of the current projections, clamped at 0, normalised) and
+``alpha`` stay differentiable at every step.
+"""
+
+import math
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from recbole.model.init import xavier_uniform_initialization
+
+from recbole_metammf.layers.graph import (
+    SparseGraph,
+    bipartite_adjacency,
+    edge_spmm,
+    knn_graph,
+    knn_edges,
+    lightgcn_propagate,
+    normalise,
+    sym_normalise_edges,
+)
+from recbole_metammf.model.base import MultimodalRecommender
+
+
+def raw_modalities(modalities) -> list:
+    """Each modality's raw content: a dense tensor [n_items, dim], or a multi-hot scipy matrix for tokens."""
+    raws = []
+    for i, spec in enumerate(modalities.specs):
+        data = getattr(modalities, f"mod_{i}")
+        if spec.kind == "dense":
+            raws.append(data)
+            continue
+        tokens = data.cpu().numpy()  # [n_items, max_len], 0 = padding
+        rows, cols = np.nonzero(tokens)
+        bag = sp.csr_matrix(
+            (np.ones(len(rows), dtype=np.float32), (rows, tokens[rows, cols])),
+            shape=(tokens.shape[0], spec.num_tokens),
+        )
+        bag.data[:] = 1.0  # a token repeated in a bag counts once
+        raws.append(bag)
+    return raws
+
+
+def steps_per_epoch(config, dataset) -> int:
+    return max(1, math.ceil(len(dataset.inter_feat) / config["train_batch_size"]))
+
+
+class LATTICE(MultimodalRecommender):
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+
+        # load parameters info
+        self.embedding_size = config["embedding_size"]
+        self.feat_embedding_size = config["feat_embedding_size"]
+        self.knn_k = config["knn_k"]
+        self.lambda_coeff = config["lambda_coeff"]
+        self.n_layers = config["n_layers"]
+        self.n_ui_layers = config["n_ui_layers"]
+        self.chunk_size = config["knn_chunk_size"]
+        self.steps_per_epoch = steps_per_epoch(config, dataset)
+        self.train_steps = 0
+
+        # define layers
+        self.user_embedding = nn.Embedding(self.n_users, self.embedding_size)
+        self.item_embedding = nn.Embedding(self.n_items, self.embedding_size)
+        self.apply(xavier_uniform_initialization)
+        self.projections = nn.ModuleList(
+            nn.Linear(spec.dim, self.feat_embedding_size) for spec in self.modalities.specs
+        )
+        self.modal_weight = nn.Parameter(torch.zeros(len(self.modalities.specs)))  # softmax -> uniform at start
+
+        # graphs, built once: user-item (LightGCN) and each modality's frozen raw-content kNN graph
+        self.ui_adj = SparseGraph(normalise(bipartite_adjacency(dataset), "sym"))
+        self.raw_adj = nn.ModuleList(
+            SparseGraph(normalise(knn_graph(raw, self.knn_k, weighted=True, chunk_size=self.chunk_size), "sym"))
+            for raw in raw_modalities(self.modalities)
+        )
+        # neighbour sets of the learned graphs (buffers: they move with the model), refreshed once per epoch
+        self.refresh_learned_neighbours()
+
+    def projected(self) -> list[torch.Tensor]:
+        return [proj(x) for proj, x in zip(self.projections, self.modalities.per_modality())]  # [I, f] each
+
+    @torch.no_grad()
+    def refresh_learned_neighbours(self):
+        for m, p in enumerate(self.projected()):
+            p[0] = 0.0  # the padding item (a projection bias would make it everyone's neighbour)
+            rows, cols, _ = knn_edges(p, self.knn_k, self.chunk_size)
+            self.register_buffer(f"learned_rows_{m}", rows, persistent=False)
+            self.register_buffer(f"learned_cols_{m}", cols, persistent=False)
+
+    def learned_edges(self, m: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return getattr(self, f"learned_rows_{m}"), getattr(self, f"learned_cols_{m}")
+
+    def item_graph_propagate(self, h: torch.Tensor) -> torch.Tensor:
+        """``A h`` for the combined item-item graph ``A`` (learned weights differentiable)."""
+        weights = torch.softmax(self.modal_weight, dim=0)  # [M]
+        out = 0
+        for m, (p, raw) in enumerate(zip(self.projected(), self.raw_adj)):
+            rows, cols = self.learned_edges(m)
+            p = F.normalize(p, dim=-1)
+            sim = (p[rows] * p[cols]).sum(-1).clamp_min(0)  # [E_m], cosine of the current projections
+            learned = edge_spmm(rows, cols, sym_normalise_edges(rows, cols, sim, self.n_items), h, self.n_items)
+            out = out + weights[m] * ((1 - self.lambda_coeff) * learned + self.lambda_coeff * raw(h))
+        return out  # [I, d]
+
+    def compute_all(self):
+        if self.training:
+            if self.train_steps > 0 and self.train_steps % self.steps_per_epoch == 0:
+                self.refresh_learned_neighbours()
+            self.train_steps += 1
+        h = self.item_embedding.weight
+        for _ in range(self.n_layers):
+            h = self.item_graph_propagate(h)  # [I, d]
+        ego = torch.cat([self.user_embedding.weight, self.item_embedding.weight], dim=0)  # [U+I, d]
+        user_g, item_g = torch.split(lightgcn_propagate(ego, self.ui_adj, self.n_ui_layers), [self.n_users, self.n_items])
+        return user_g, item_g + F.normalize(h, dim=-1)
+
+    def reg_embeddings(self, users, items_list):
+        return [self.user_embedding(users)] + [self.item_embedding(items) for items in items_list]

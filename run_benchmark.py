@@ -1,0 +1,109 @@
+"""Benchmark models x datasets x seeds as Ray tasks and write leaderboards.
+
+    python run_benchmark.py --models MetaMMF_GCN BPR --datasets mm-ml-100k --seeds 3 --out results/NAME [--epochs=50 ...]
+    python run_benchmark.py --file bench.yaml --out results/NAME        # the same from a benchmark YAML file
+    python run_benchmark.py --report results/NAME                       # rewrite the leaderboards from trial files
+
+Any other ``--key=value`` sets a RecBole/plugin config key for every trial. Rerunning the
+same command resumes: finished trials are kept, only missing (or failed) ones run.
+"""
+
+import argparse
+import os
+import shlex
+import sys
+
+import yaml
+
+from recbole_metammf.benchmark.spec import DEFAULT_BASE_SEED, BenchmarkSpec, load_spec
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--file", help="benchmark YAML file (models, datasets, seeds, config_files, config, ...)")
+    p.add_argument("--models", nargs="+", help="model names (plugin or RecBole built-in)")
+    p.add_argument("--datasets", nargs="+", help="dataset names (atomic files under data_path/NAME)")
+    p.add_argument("--seeds", type=int, default=None, help="number of seeds: base_seed, base_seed+1, ... (default 1)")
+    p.add_argument("--base_seed", type=int, default=DEFAULT_BASE_SEED, help="first seed")
+    p.add_argument("--config_files", nargs="+", default=[], help="YAML config files applied to every trial")
+    p.add_argument("--model_config", action="append", default=[], metavar="MODEL=FILE",
+                   help="YAML config for one model only, e.g. run_hyper.py's best config (repeatable)")
+    p.add_argument("--out", default=None, help="benchmark directory (default results/<file stem> or results/benchmark)")
+    p.add_argument("--ray-address", "--ray_address", dest="ray_address", default=None,
+                   help="address of an existing Ray cluster (default: start Ray locally on every core)")
+    p.add_argument("--cpus-per-trial", "--cpus_per_trial", dest="cpus_per_trial", type=int, default=1,
+                   help="cores (= torch threads) per trial; parallel trials = cores // this")
+    p.add_argument("--force", action="store_true", help="rerun finished trials whose configuration changed")
+    p.add_argument("--no-retry-failed", dest="retry_failed", action="store_false", help="keep failed trials as they are")
+    p.add_argument("--focus", default=None, help="model whose improvement the leaderboard's last row shows")
+    p.add_argument("--report", metavar="DIR", default=None, help="only (re)write the report of DIR from its trial files")
+    p.add_argument("--verbose", action="store_true", help="show the workers' RecBole logs")
+    return p
+
+
+def parse_overrides(unknown: list) -> dict:
+    """``--key=value`` pairs as a config dict (values parsed as YAML, like RecBole's command line)."""
+    out = {}
+    for arg in unknown:
+        if not arg.startswith("--") or "=" not in arg:
+            raise SystemExit(f"unrecognised argument {arg!r} (config keys are given as --key=value)")
+        key, value = arg[2:].split("=", 1)
+        out[key] = yaml.safe_load(value)
+    return out
+
+
+def main(argv=None) -> dict:
+    argv = sys.argv[1:] if argv is None else argv
+    args, unknown = build_parser().parse_known_args(argv)
+    if args.report:
+        from recbole_metammf.benchmark.report import write_report
+
+        summaries = write_report(args.report, focus=args.focus)
+        for d in summaries:
+            print(os.path.join(args.report, d, "leaderboard.md"))
+        return summaries
+
+    import recbole_metammf  # noqa: F401  (registers the plugin in the driver too)
+    from recbole_metammf.benchmark.ray_runner import ChangedTrialError, run_benchmark
+
+    model_config = {}
+    for item in args.model_config:
+        model, _, path = item.partition("=")
+        model_config[model] = path
+    overrides = parse_overrides(unknown)
+    if args.file:
+        spec = load_spec(args.file, models=args.models, datasets=args.datasets)
+        if args.seeds:
+            spec.seeds = [args.base_seed + i for i in range(args.seeds)]
+        spec.config_files += [os.path.abspath(p) for p in args.config_files]
+        spec.config.update(overrides)
+        spec.model_config.update({m: os.path.abspath(p) for m, p in model_config.items()})
+        default_out = os.path.join("results", os.path.splitext(os.path.basename(args.file))[0])
+    else:
+        if not args.models or not args.datasets:
+            raise SystemExit("give --models and --datasets, or --file")
+        spec = BenchmarkSpec(models=args.models, datasets=args.datasets,
+                             seeds=[args.base_seed + i for i in range(args.seeds or 1)],
+                             config_files=args.config_files, config=overrides, model_config=model_config)
+        default_out = os.path.join("results", "benchmark")
+    out = args.out or default_out
+    command = "python run_benchmark.py " + " ".join(shlex.quote(a) for a in argv)
+    try:
+        summary = run_benchmark(spec, out, ray_address=args.ray_address, cpus_per_trial=args.cpus_per_trial,
+                                force=args.force, retry_failed=args.retry_failed, verbose=args.verbose,
+                                command=command)
+    except ChangedTrialError as exc:
+        raise SystemExit(str(exc))
+    except KeyboardInterrupt:
+        raise SystemExit(130)
+    from recbole_metammf.benchmark.report import write_report
+
+    if args.focus:
+        write_report(out, focus=args.focus)
+    print(f"ran {len(summary['ran'])} trial(s) ({len(summary['failed'])} failed), kept {len(summary['skipped'])}; "
+          f"leaderboards in {out}/<dataset>/leaderboard.md")
+    return summary
+
+
+if __name__ == "__main__":
+    main()
