@@ -72,7 +72,7 @@ class MultimodalRecommender(GeneralRecommender):
         if self.reg_weight > 0:
             reg = self.reg_embeddings(users, [pos, neg])
             if reg:
-                loss = loss + self.reg_weight * self.reg_loss(*reg)
+                loss = loss + self.reg_weight * self.reg_loss(*reg).squeeze()  # EmbLoss returns shape [1]
         return loss
 
     def _eval_tensors(self):

@@ -1,0 +1,275 @@
+"""Benchmarks on Ray, resume, failures, the leaderboard's statistics and the hyper-parameter search.
+
+Everything runs on the small planted dataset with 1-2 epochs; Ray runs locally on the
+machine's cores (trials in fresh worker processes).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import yaml
+from scipy import stats
+
+from conftest import REPO, planted_config
+from recbole_metammf.benchmark import store
+from recbole_metammf.benchmark.report import summarise, write_report
+from recbole_metammf.benchmark.spec import BenchmarkSpec, load_spec
+from recbole_metammf.benchmark.trial import run_trial
+
+ray = pytest.importorskip("ray")
+
+MODELS = ["BPR", "MetaMMF_MF"]
+
+
+def _data_yaml(root, name, path, **extra):
+    """A config file for the planted data (seed comes from the trial)."""
+    cfg = planted_config(root, name, **extra)
+    cfg.pop("seed")
+    cfg.pop("checkpoint_dir")
+    path.write_text(yaml.safe_dump(cfg))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """One local Ray for the in-process benchmarks of this module (run_benchmark reuses it)."""
+    from recbole_metammf.benchmark.ray_runner import init_ray
+
+    started = init_ray()
+    yield
+    if started:
+        ray.shutdown()
+
+
+# --- end to end --------------------------------------------------------------------------------
+def test_two_models_two_seeds_end_to_end_and_same_seed_same_metrics(planted, tmp_path, local_ray):
+    from recbole_metammf.benchmark.ray_runner import run_benchmark
+
+    root, name = planted
+    conf = _data_yaml(root, name, tmp_path / "data.yaml", epochs=2)
+    spec = BenchmarkSpec(models=MODELS, datasets=[name], seeds=[1, 2], config_files=[conf])
+    out = tmp_path / "bench"
+    summary = run_benchmark(spec, str(out), progress=False, command="python run_benchmark.py ...")
+    assert sorted(summary["ran"]) == sorted(t.id for t in spec.trials()) and not summary["failed"]
+
+    records = store.load_trials(str(out))
+    assert len(records) == 4 and all(r["status"] == "ok" for r in records)
+    keys = {f"{m}@{k}" for m in ["recall", "ndcg", "precision", "hit", "hr"] for k in (10, 20)}
+    for r in records:
+        assert set(r["test_result"]) == keys and set(r["best_valid_result"]) == keys
+        assert r["config"]["seed"] == r["seed"] and r["config"]["model"] == r["model"]
+        assert r["epochs_run"] == 2 and [p["epoch"] for p in r["valid_curve"]] == [0, 1]
+        assert r["best_epoch"] in (0, 1)
+        assert r["valid_curve"][r["best_epoch"]]["result"] == r["best_valid_result"]
+        assert r["train_time_s"] > 0 and r["test_time_s"] > 0 and r["peak_memory_mb"] > 50
+        assert r["threads"] == 1  # one core per trial: two trials on two cores, no oversubscription
+
+    for f in ["README.md", f"{name}/leaderboard.md", f"{name}/leaderboard.csv", f"{name}/bars.png",
+              f"{name}/valid_curves.png"]:
+        assert (out / f).stat().st_size > 0, f
+    md = (out / name / "leaderboard.md").read_text()
+    assert "python run_benchmark.py ..." in md and "%Improv." in md and "| 300 | 400 | 7200 |" in md
+
+    # same seed, same metrics: the Ray worker's trial again, in this process
+    again = run_trial("MetaMMF_MF", name, 1, [conf])
+    first = next(r for r in records if r["model"] == "MetaMMF_MF" and r["seed"] == 1)
+    other_seed = next(r for r in records if r["model"] == "MetaMMF_MF" and r["seed"] == 2)
+    assert again["test_result"] == first["test_result"]
+    assert again["valid_curve"] == first["valid_curve"]
+    assert other_seed["test_result"] != first["test_result"]
+
+
+def test_failing_trial_is_recorded_and_others_finish(planted, tmp_path, local_ray):
+    from recbole_metammf.benchmark.ray_runner import run_benchmark
+
+    root, name = planted
+    conf = _data_yaml(root, name, tmp_path / "data.yaml", epochs=1)
+    spec = BenchmarkSpec(models=["NoSuchModel", "BPR"], datasets=[name], seeds=[1], config_files=[conf])
+    out = tmp_path / "bench"
+    summary = run_benchmark(spec, str(out), progress=False)
+    assert summary["failed"] == [f"{name}__NoSuchModel__seed1"]
+    failed = store.load_trial(str(out), f"{name}__NoSuchModel__seed1")
+    ok = store.load_trial(str(out), f"{name}__BPR__seed1")
+    assert failed["status"] == "failed" and failed["error"] and "Traceback" in failed["traceback"]
+    assert ok["status"] == "ok" and "ndcg@10" in ok["test_result"]
+    md = (out / name / "leaderboard.md").read_text()
+    assert "## Failed trials" in md and "NoSuchModel" in md and "| BPR | 1 |" in md
+
+
+# --- kill and resume ---------------------------------------------------------------------------
+def test_killed_run_resumes_and_runs_every_trial_exactly_once(planted, tmp_path):
+    root, name = planted
+    conf = _data_yaml(root, name, tmp_path / "data.yaml", epochs=1)
+    bench = tmp_path / "bench.yaml"
+    bench.write_text(yaml.safe_dump({"models": MODELS, "datasets": [name], "seeds": 2, "base_seed": 7,
+                                     "config_files": [conf]}))
+    out = tmp_path / "results" / "bench"
+    # two cores per trial: one trial at a time, so the first file appears while the others are unfinished
+    cmd = [sys.executable, str(REPO / "run_benchmark.py"), "--file", str(bench), "--out", str(out),
+           "--cpus-per-trial", "2"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    trials_dir = out / "trials"
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and not (trials_dir.is_dir() and any(trials_dir.glob("*.json"))):
+            assert proc.poll() is None, "the run ended before it could be interrupted"
+            time.sleep(0.2)
+        os.kill(proc.pid, signal.SIGKILL)  # kill -9 of the driver, mid-run
+        proc.wait(timeout=30)
+    finally:
+        try:  # Ray's own processes share the driver's fate; make sure of it for the test machine
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    finished = sorted(p.name for p in trials_dir.glob("*.json"))
+    assert 1 <= len(finished) < 4
+    before = {f: (trials_dir / f).read_bytes() for f in finished}
+    assert not list(trials_dir.glob(".tmp-*"))  # no half-written file
+
+    import run_benchmark
+
+    summary = run_benchmark.main(["--file", str(bench), "--out", str(out)])
+    spec = load_spec(str(bench))
+    all_ids = sorted(t.id for t in spec.trials())
+    assert sorted(summary["skipped"]) == sorted(f[:-5] for f in finished)
+    assert sorted(summary["ran"] + summary["skipped"]) == all_ids  # every trial exactly once
+    assert sorted(p.name[:-5] for p in trials_dir.glob("*.json")) == all_ids
+    assert all((trials_dir / f).read_bytes() == b for f, b in before.items())  # finished ones untouched
+    assert all(r["status"] == "ok" for r in store.load_trials(str(out)))
+
+    again = run_benchmark.main(["--file", str(bench), "--out", str(out)])  # nothing left to run
+    assert again["ran"] == [] and sorted(again["skipped"]) == all_ids
+
+
+def test_changed_config_is_not_silently_mixed_with_old_trials(tmp_path):
+    from recbole_metammf.benchmark.ray_runner import ChangedTrialError, plan
+
+    conf = tmp_path / "a.yaml"
+    conf.write_text("epochs: 1\n")
+    spec = BenchmarkSpec(models=["BPR"], datasets=["d"], seeds=[1], config_files=[str(conf)])
+    trial = spec.trials()[0]
+    store.save_trial(str(tmp_path), {"trial_id": trial.id, "status": "ok", "fingerprint": trial.fingerprint()})
+    assert plan(spec, str(tmp_path)) == ([], [trial])
+    conf.write_text("epochs: 2\n")
+    with pytest.raises(ChangedTrialError):
+        plan(spec, str(tmp_path))
+    assert plan(spec, str(tmp_path), force=True)[0] == [trial]
+
+
+# --- the report's numbers ----------------------------------------------------------------------
+def _fake_record(model, seed, values: dict, dataset="toy"):
+    curve = [{"epoch": e, "score": values["ndcg@10"] * (e + 1) / 3, "result": {}} for e in range(3)]
+    return {
+        "trial_id": f"{dataset}__{model}__seed{seed}", "model": model, "dataset": dataset, "seed": seed,
+        "status": "ok", "valid_metric": "NDCG@10", "best_epoch": 2, "best_valid_result": values,
+        "test_result": values, "valid_curve": curve, "train_time_s": 1.0, "valid_time_s": 0.1,
+        "test_time_s": 0.1, "peak_memory_mb": 100.0, "model_params": {"embedding_size": 64},
+        "training": {"epochs": 3, "eval_step": 1, "stopping_step": 10},
+        "protocol": {"eval_args": {"split": {"RS": [0.8, 0.1, 0.1]}, "group_by": "user", "order": "RO",
+                                   "mode": "full"},
+                     "metrics": ["Precision", "NDCG"], "topk": [10, 20], "valid_metric": "NDCG@10"},
+        "dataset_stats": {"n_users": 10, "n_items": 20, "n_interactions": 100, "density": 0.5,
+                          "split_interactions": [80, 10, 10], "item_features": {"v": "FLOAT_SEQ"}},
+        "versions": {"python": "3", "torch": "t", "recbole": "r", "recbole_metammf": "m"},
+    }
+
+
+def test_report_numbers_equal_a_hand_computation(tmp_path):
+    rng = np.random.default_rng(0)
+    keys = ["precision@10", "precision@20", "ndcg@10", "ndcg@20"]
+    level = {"A": 0.30, "B": 0.28, "C": 0.10}
+    seeds = [1, 2, 3, 4]
+    values = {m: {s: {k: round(float(level[m] + rng.normal(0, 0.01)), 4) for k in keys} for s in seeds}
+              for m in level}
+    for m in level:
+        for s in seeds:
+            store.save_trial(str(tmp_path), _fake_record(m, s, values[m][s]))
+    failed = {"trial_id": "toy__D__seed1", "model": "D", "dataset": "toy", "seed": 1, "status": "failed",
+              "error": "boom"}
+    store.save_trial(str(tmp_path), failed)
+
+    summaries = write_report(str(tmp_path))
+    s = summaries["toy"]
+    assert s["keys"] == keys and s["focus"] == "A" and s["models"] == ["A", "B", "C"]  # failed D left out
+
+    with open(tmp_path / "toy" / "leaderboard.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["model"] for r in rows[:3]] == ["A", "B", "C"]
+    for row in rows[:3]:
+        m = row["model"]
+        for k, label in zip(keys, ["P@10", "P@20", "NDCG@10", "NDCG@20"]):
+            xs = [values[m][sd][k] for sd in seeds]
+            assert float(row[label]) == pytest.approx(np.mean(xs), abs=1e-6)
+            assert float(row[label + "_std"]) == pytest.approx(np.std(xs, ddof=1), abs=1e-6)
+    improvement, p_row = rows[3], rows[4]
+    for k, label in zip(keys, ["P@10", "P@20", "NDCG@10", "NDCG@20"]):
+        a = [values["A"][sd][k] for sd in seeds]
+        b_mean = {m: np.mean([values[m][sd][k] for sd in seeds]) for m in ("B", "C")}
+        rival = max(b_mean, key=b_mean.get)
+        b = [values[rival][sd][k] for sd in seeds]
+        assert s["improvement"][k]["rival"] == rival
+        assert float(improvement[label]) == pytest.approx((np.mean(a) - np.mean(b)) / np.mean(b) * 100, abs=1e-4)
+        assert float(p_row[label]) == pytest.approx(stats.ttest_rel(a, b).pvalue, rel=1e-5)
+
+    md = (tmp_path / "toy" / "leaderboard.md").read_text()
+    table = [line for line in md.splitlines() if line.startswith("| ")]
+    row = {line.split(" | ")[0][2:]: line for line in table}
+    for k in keys:  # best bold, second underlined, third plain
+        best = max(level, key=lambda m: np.mean([values[m][sd][k] for sd in seeds]))
+        assert best in s["best"][k]
+    assert row["A"].count("**") == 2 * len(s["best"]["precision@10"] and [k for k in keys if "A" in s["best"][k]])
+    assert "**" not in row["C"] and "<u>" not in row["C"]
+    assert "%Improv. A" in md and "toy__D__seed1" in md and "full ranking" in md
+    assert (tmp_path / "toy" / "bars.png").exists() and (tmp_path / "toy" / "valid_curves.png").exists()
+
+    # the same from the command line
+    import run_benchmark
+
+    run_benchmark.main(["--report", str(tmp_path), "--focus", "B"])
+    with open(tmp_path / "toy" / "leaderboard.csv") as f:
+        assert "B vs best other" in f.read()
+
+
+def test_single_seed_has_zero_std_and_no_p_value():
+    rec = [_fake_record("A", 1, {"precision@10": .3, "precision@20": .2, "ndcg@10": .3, "ndcg@20": .3}),
+           _fake_record("B", 1, {"precision@10": .2, "precision@20": .1, "ndcg@10": .2, "ndcg@20": .2})]
+    s = summarise(rec)
+    assert s["table"]["A"]["ndcg@10"] == (pytest.approx(0.3), 0.0)
+    assert np.isnan(s["improvement"]["ndcg@10"]["p_value"])
+    assert s["improvement"]["ndcg@10"]["percent"] == pytest.approx(50.0)
+
+
+# --- hyper-parameter search --------------------------------------------------------------------
+@pytest.mark.parametrize("tool", ["hyperopt", "ray"])
+def test_hyper_search_over_a_tiny_space_picks_the_best_point(planted, tmp_path, tool):
+    root, name = planted
+    conf = _data_yaml(root, name, tmp_path / "data.yaml", epochs=2)
+    space = tmp_path / "tiny.hyper"
+    space.write_text("learning_rate choice [0.0,0.01]\n")  # a rate of 0 cannot learn
+    out = tmp_path / "best.yaml"
+    import run_hyper
+
+    result = run_hyper.main(["--model", "BPR", "--dataset", name, "--params_file", str(space),
+                             "--config_files", conf, "--output", str(out), "--tool", tool])
+    scores = {p["params"]["learning_rate"]: p["best_valid_score"] for p in result["points"]}
+    assert set(scores) == {0.0, 0.01}
+    assert result["best_params"] == {"learning_rate": 0.01}
+    assert result["best_valid_score"] == max(scores.values()) > scores[0.0]
+    assert yaml.safe_load(out.read_text()) == {"learning_rate": 0.01}
+    points = json.loads(out.with_suffix(".points.json").read_text())
+    assert points["best_params"] == {"learning_rate": 0.01}
+
+    from recbole.config import Config
+
+    config = Config(model="BPR", dataset=name, config_file_list=[conf, str(out)])  # what run_recbole.py reads
+    assert config["learning_rate"] == 0.01
