@@ -4,7 +4,6 @@ multimodal dataset in which item features decide what users like."""
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -103,6 +102,20 @@ def planted_config(root: Path, name: str = "planted", **extra) -> dict:
     }
     cfg.update(extra)
     return cfg
+
+
+def build_model(model, root, name="planted", **extra):
+    """(config, model, train, test) for ``model`` on a planted dataset, built as RecBole's quick start does."""
+    from recbole.config import Config
+    from recbole.data import create_dataset, data_preparation
+    from recbole.utils import get_model, init_seed
+
+    config = Config(model=model, dataset=name, config_dict=planted_config(root, name, **extra))
+    init_seed(config["seed"], True)
+    dataset = create_dataset(config)
+    train, valid, test = data_preparation(config, dataset)
+    net = get_model(model)(config, train._dataset).to(config["device"])
+    return config, net, train, test
 
 
 @pytest.fixture

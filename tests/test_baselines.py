@@ -12,13 +12,10 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
-from recbole.config import Config
-from recbole.data import create_dataset, data_preparation
 from recbole.data.interaction import Interaction
 from recbole.quick_start import run_recbole
-from recbole.utils import get_model, init_seed
 
-from conftest import REPO, planted_config, write_planted_dataset
+from conftest import REPO, build_model, planted_config, write_planted_dataset
 from recbole_metammf.layers.graph import (
     bipartite_adjacency,
     bipartite_from_edges,
@@ -36,13 +33,7 @@ from recbole_metammf.model.lattice import raw_modalities
 BASELINES = ["VBPR", "MMGCN", "GRCN", "LATTICE", "FREEDOM"]
 
 
-def build(model, root, name="planted", **extra):
-    config = Config(model=model, dataset=name, config_dict=planted_config(root, name, **extra))
-    init_seed(config["seed"], True)
-    dataset = create_dataset(config)
-    train, valid, test = data_preparation(config, dataset)
-    net = get_model(model)(config, train._dataset).to(config["device"])
-    return config, net, train, test
+build = build_model
 
 
 def edge_set(rows, cols):

@@ -9,22 +9,15 @@ from recbole.config import Config
 from recbole.data import create_dataset, data_preparation
 from recbole.data.interaction import Interaction
 from recbole.quick_start import run_recbole
-from recbole.utils import get_model, init_seed
+from recbole.utils import get_model
 
-from conftest import planted_config, write_planted_dataset
+from conftest import build_model, planted_config, write_planted_dataset
 from recbole_metammf.layers.graph import SAGEConv, SparseGraph, bipartite_adjacency, lightgcn_propagate, normalise
-from recbole_metammf.modalities import ModalityEncoder
 
 MODELS = ["MetaMMF_MF", "MetaMMF_GCN"]
 
 
-def build(model, root, name="planted", **extra):
-    config = Config(model=model, dataset=name, config_dict=planted_config(root, name, **extra))
-    init_seed(config["seed"], True)
-    dataset = create_dataset(config)
-    train, valid, test = data_preparation(config, dataset)
-    net = get_model(model)(config, train._dataset).to(config["device"])
-    return config, net, train, test
+build = build_model
 
 
 # --- modalities ----------------------------------------------------------------------------------

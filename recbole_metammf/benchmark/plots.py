@@ -55,6 +55,9 @@ def validation_curves(records: list[dict], path: str, models=None, title: str = 
         std = np.array([np.std(by_model[m][e], ddof=1) if len(by_model[m][e]) > 1 else 0.0 for e in epochs])
         line, = ax.plot(epochs, mean, marker="o" if len(epochs) < 15 else None, markersize=3, label=m)
         ax.fill_between(epochs, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel(records[0].get("valid_metric", "valid score") if records else "valid score")
     ax.set_title(title, fontsize="medium")
