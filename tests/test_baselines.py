@@ -329,3 +329,105 @@ def test_run_recbole_cli(tmp_path, model, with_audio):
     assert f"Test results of {model} on planted" in proc.stdout
     line = next(l for l in proc.stdout.splitlines() if l.strip().startswith("ndcg@10"))
     assert 0 < float(line.split(":")[1]) <= 1
+
+
+EDGE_ROWS = torch.tensor([0, 0, 2, 1, 0, 4, 4, 2, 1, 0])  # (0, 1) twice: summed; row 3 and col 6 empty
+EDGE_COLS = torch.tensor([1, 2, 0, 1, 1, 5, 0, 3, 4, 1])
+SORTED = torch.argsort(EDGE_ROWS * 7 + EDGE_COLS)  # the same edges in CSR order (no permutation stored)
+
+
+@pytest.mark.parametrize("order", ["unsorted", "csr"])
+def test_edge_pattern_ops_match_dense_forward_and_gradients(order):
+    """EdgePattern.spmm / spmm_t / dot / softmax == dense references, values and gradients (duplicates summed)."""
+    from recbole_metammf.layers.graph import EdgePattern
+
+    torch.manual_seed(0)
+    n_rows, n_cols, d = 5, 7, 3
+    rows, cols = (EDGE_ROWS, EDGE_COLS) if order == "unsorted" else (EDGE_ROWS[SORTED], EDGE_COLS[SORTED])
+    pattern = EdgePattern(rows, cols, n_rows, n_cols)
+    assert (pattern.perm is None) == (order == "csr")
+    w = torch.randn(len(rows), dtype=torch.float64, requires_grad=True)
+    h = torch.randn(n_cols, d, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(n_rows, d, dtype=torch.float64, requires_grad=True)
+
+    def dense(w):
+        return torch.zeros(n_rows, n_cols, dtype=w.dtype).index_put((rows, cols), w, accumulate=True)
+
+    def dense_softmax(scores, index, n):  # a full softmax per group through a masked [n, E] matrix
+        mask = index.unsqueeze(0) == torch.arange(n).unsqueeze(1)  # [n, E]
+        probs = torch.softmax(scores.unsqueeze(0).masked_fill(~mask, float("-inf")), dim=1)
+        return probs.nan_to_num(0.0).sum(0)  # empty groups give nan rows
+
+    cases = [
+        (lambda: pattern.spmm(w, h), lambda: dense(w) @ h, [w, h]),
+        (lambda: pattern.spmm_t(w, g), lambda: dense(w).t() @ g, [w, g]),
+        (lambda: pattern.dot(g, h), lambda: (g[rows] * h[cols]).sum(-1), [g, h]),
+        (lambda: pattern.softmax(w, "rows"), lambda: dense_softmax(w, rows, n_rows), [w]),
+        (lambda: pattern.softmax(w, "cols"), lambda: dense_softmax(w, cols, n_cols), [w]),
+        (lambda: pattern.softmax(w, "rows", bounded=True), lambda: dense_softmax(w, rows, n_rows), [w]),
+        (lambda: pattern.softmax(w, "cols", bounded=True), lambda: dense_softmax(w, cols, n_cols), [w]),
+    ]
+
+
+    for got_fn, ref_fn, inputs in cases:
+        got, ref = got_fn(), ref_fn()
+        assert got.shape == ref.shape and torch.allclose(got, ref, atol=1e-12)
+        weights = torch.randn_like(ref)
+        g_got = torch.autograd.grad((got * weights).sum(), inputs)
+        g_ref = torch.autograd.grad((ref * weights).sum(), inputs)
+        assert all(torch.allclose(a, b, atol=1e-12) for a, b in zip(g_got, g_ref))
+    # same as the generic edge_spmm, and torch's own gradient check
+    assert torch.allclose(pattern.spmm(w, h), edge_spmm(rows, cols, w, h, n_rows), atol=1e-12)
+    assert torch.autograd.gradcheck(lambda w, h: pattern.spmm(w, h), (w, h))
+    assert torch.autograd.gradcheck(lambda w, g: pattern.spmm_t(w, g), (w, g))
+    assert torch.autograd.gradcheck(lambda g, h: pattern.dot(g, h), (g, h))
+    assert torch.autograd.gradcheck(lambda w: pattern.softmax(w, "cols"), (w,))
+    assert torch.allclose(pattern.softmax(w, "rows"), segment_softmax(w, rows, n_rows), atol=1e-12)
+    assert torch.allclose(pattern.softmax(w, "cols"), segment_softmax(w, cols, n_cols), atol=1e-12)
+    # the pattern's index tensors are buffers: it deep-copies and moves with a model
+    import copy
+
+    clone = copy.deepcopy(pattern)
+    assert torch.equal(clone.spmm(w, h), pattern.spmm(w, h))
+
+
+def test_grcn_fast_ops_equal_the_generic_edge_formulation(planted):
+    """GRCN's CSR-pattern ops give what the generic (COO edge_spmm / segment_softmax) formulation gives."""
+    import torch.nn.functional as F
+
+    root, name = planted
+    _, net, _, _ = build("GRCN", root, name)
+    u, i = net.edge_user, net.edge_item
+
+    def reference():
+        user_reps, item_reps, a_users, a_items = [], [], [], []
+        for m, content in enumerate(net.modalities.per_modality()):
+            feat = F.normalize(F.leaky_relu(net.projections[m](content), net.negative_slope), dim=-1)
+            pref = F.normalize(net.preferences[m], dim=-1)
+            for _ in range(net.n_routing):
+                a_user = segment_softmax((pref[u] * feat[i]).sum(-1), u, net.n_users)
+                pref = F.normalize(pref + edge_spmm(u, i, a_user, feat, net.n_users), dim=-1)
+            score = (pref[u] * feat[i]).sum(-1)
+            a_user, a_item = segment_softmax(score, u, net.n_users), segment_softmax(score, i, net.n_items)
+            user_reps.append(pref + edge_spmm(u, i, a_user, feat, net.n_users))
+            item_reps.append(feat + edge_spmm(i, u, a_item, pref, net.n_items))
+            a_users.append(a_user)
+            a_items.append(a_item)
+        w_user, w_item = net.refined_weights(torch.stack(a_users, -1), torch.stack(a_items, -1))
+        n, item_node = net.n_users + net.n_items, net.n_users + i
+        rows, cols = torch.cat([u, item_node]), torch.cat([item_node, u])
+        weight, x = torch.cat([w_user, w_item]), F.normalize(net.id_embedding, dim=-1)
+        h1 = edge_spmm(rows, cols, weight, x, n)
+        h2 = edge_spmm(rows, cols, weight, h1, n)
+        id_user, id_item = torch.split(x + h1 + h2, [net.n_users, net.n_items])
+        return torch.cat([id_user, *user_reps], dim=-1), torch.cat([id_item, *item_reps], dim=-1)
+
+    params = [p for p in net.parameters() if p.requires_grad]
+    got, ref = net.compute_all(), reference()
+    weights = [torch.randn_like(t) for t in ref]
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(got, ref))
+    g_got = torch.autograd.grad(sum((t * w).sum() for t, w in zip(got, weights)), params, allow_unused=True)
+    g_ref = torch.autograd.grad(sum((t * w).sum() for t, w in zip(ref, weights)), params, allow_unused=True)
+    for a, b in zip(g_got, g_ref):
+        assert (a is None) == (b is None)
+        assert a is None or torch.allclose(a, b, atol=1e-4, rtol=1e-4)

@@ -33,7 +33,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from recbole_metammf.layers.graph import edge_spmm, segment_softmax
+from recbole_metammf.layers.graph import EdgePattern
 from recbole_metammf.model.base import MultimodalRecommender
 
 EDGE_WEIGHT_MODES = ("confid", "max", "mean")
@@ -67,6 +67,14 @@ class GRCN(MultimodalRecommender):
         inter = inter.tocoo()
         self.register_buffer("edge_user", torch.from_numpy(inter.row.astype("int64")), persistent=False)
         self.register_buffer("edge_item", torch.from_numpy(inter.col.astype("int64")), persistent=False)
+        # fixed sparsity patterns (CSR, built once; edge values change every step): user-item, and the
+        # symmetric graph over all nodes with the messages into users first, then those into items
+        self.ui_pattern = EdgePattern(self.edge_user, self.edge_item, self.n_users, self.n_items)
+        item_node = self.n_users + self.edge_item
+        n = self.n_users + self.n_items
+        self.graph_pattern = EdgePattern(
+            torch.cat([self.edge_user, item_node]), torch.cat([item_node, self.edge_user]), n, n
+        )  # receiver, sender
 
         # parameter init
         for p in [self.id_embedding, self.confidence, *self.preferences]:
@@ -76,25 +84,26 @@ class GRCN(MultimodalRecommender):
 
     def route(self, m: int, content: torch.Tensor):
         """Modality ``m``: (user content rep, item content rep, affinity into users, affinity into items)."""
-        u, i = self.edge_user, self.edge_item
+        ui = self.ui_pattern  # rows: edge_user, cols: edge_item
         feat = F.normalize(F.leaky_relu(self.projections[m](content), self.negative_slope), dim=-1)  # [I, c]
         pref = F.normalize(self.preferences[m], dim=-1)  # [U, c]
         for _ in range(self.n_routing):
-            a_user = segment_softmax((pref[u] * feat[i]).sum(-1), u, self.n_users)  # [E]
-            pref = F.normalize(pref + edge_spmm(u, i, a_user, feat, self.n_users), dim=-1)  # [U, c]
-        score = (pref[u] * feat[i]).sum(-1)  # [E]
-        a_user = segment_softmax(score, u, self.n_users)  # messages item -> user
-        a_item = segment_softmax(score, i, self.n_items)  # messages user -> item
-        user_rep = pref + edge_spmm(u, i, a_user, feat, self.n_users)  # [U, c]
-        item_rep = feat + edge_spmm(i, u, a_item, pref, self.n_items)  # [I, c]
+            # [E], within each user's items; scores are cosines (both sides L2-normalised): bounded
+            a_user = ui.softmax(ui.dot(pref, feat), over="rows", bounded=True)
+            pref = F.normalize(pref + ui.spmm(a_user, feat), dim=-1)  # [U, c]
+        score = ui.dot(pref, feat)  # [E], p_u . f_i per edge
+        a_user = ui.softmax(score, over="rows", bounded=True)  # messages item -> user
+        a_item = ui.softmax(score, over="cols", bounded=True)  # messages user -> item
+        user_rep = pref + ui.spmm(a_user, feat)  # [U, c]
+        item_rep = feat + ui.spmm_t(a_item, pref)  # [I, c]
         return user_rep, item_rep, a_user, a_item
 
     def refined_weights(self, a_user: torch.Tensor, a_item: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Pruned edge weights of messages into users and into items from per-modality affinities [E, M]."""
         if self.edge_weight_mode == "confid":
             # scaled by the sender's confidence: an item's into users, a user's into items
-            a_user = a_user * self.confidence[self.n_users + self.edge_item]
-            a_item = a_item * self.confidence[self.edge_user]
+            a_user = a_user * self.confidence.index_select(0, self.n_users + self.edge_item)
+            a_item = a_item * self.confidence.index_select(0, self.edge_user)
         if self.edge_weight_mode == "mean":
             w_user, w_item = a_user.mean(-1), a_item.mean(-1)
         else:
@@ -112,14 +121,10 @@ class GRCN(MultimodalRecommender):
         w_user, w_item = self.refined_weights(torch.stack(a_users, -1), torch.stack(a_items, -1))  # [E] each
 
         # weighted propagation of the ID embeddings on the refined graph (both directions)
-        n = self.n_users + self.n_items
-        item_node = self.n_users + self.edge_item
-        rows = torch.cat([self.edge_user, item_node])  # receiver
-        cols = torch.cat([item_node, self.edge_user])  # sender
-        weight = torch.cat([w_user, w_item])
+        weight = torch.cat([w_user, w_item])  # edges of graph_pattern: into users, then into items
         x = F.normalize(self.id_embedding, dim=-1)  # [U+I, d]
-        h1 = edge_spmm(rows, cols, weight, x, n)
-        h2 = edge_spmm(rows, cols, weight, h1, n)
+        h1 = self.graph_pattern.spmm(weight, x)
+        h2 = self.graph_pattern.spmm(weight, h1)
         id_user, id_item = torch.split(x + h1 + h2, [self.n_users, self.n_items])
         return torch.cat([id_user, *user_reps], dim=-1), torch.cat([id_item, *item_reps], dim=-1)
 

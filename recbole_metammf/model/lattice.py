@@ -40,9 +40,9 @@ import torch.nn.functional as F
 from recbole.model.init import xavier_uniform_initialization
 
 from recbole_metammf.layers.graph import (
+    EdgePattern,
     SparseGraph,
     bipartite_adjacency,
-    edge_spmm,
     knn_graph,
     knn_edges,
     lightgcn_propagate,
@@ -118,6 +118,7 @@ class LATTICE(MultimodalRecommender):
             rows, cols, _ = knn_edges(p, self.knn_k, self.chunk_size)
             self.register_buffer(f"learned_rows_{m}", rows, persistent=False)
             self.register_buffer(f"learned_cols_{m}", cols, persistent=False)
+            setattr(self, f"learned_pattern_{m}", EdgePattern(rows, cols, self.n_items, self.n_items))
 
     def learned_edges(self, m: int) -> tuple[torch.Tensor, torch.Tensor]:
         return getattr(self, f"learned_rows_{m}"), getattr(self, f"learned_cols_{m}")
@@ -128,9 +129,10 @@ class LATTICE(MultimodalRecommender):
         out = 0
         for m, (p, raw) in enumerate(zip(self.projected(), self.raw_adj)):
             rows, cols = self.learned_edges(m)
+            pattern = getattr(self, f"learned_pattern_{m}")  # the same edges, CSR, built at the refresh
             p = F.normalize(p, dim=-1)
-            sim = (p[rows] * p[cols]).sum(-1).clamp_min(0)  # [E_m], cosine of the current projections
-            learned = edge_spmm(rows, cols, sym_normalise_edges(rows, cols, sim, self.n_items), h, self.n_items)
+            sim = pattern.dot(p, p).clamp_min(0)  # [E_m], cosine of the current projections
+            learned = pattern.spmm(sym_normalise_edges(rows, cols, sim, self.n_items), h)
             out = out + weights[m] * ((1 - self.lambda_coeff) * learned + self.lambda_coeff * raw(h))
         return out  # [I, d]
 
