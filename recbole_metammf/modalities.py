@@ -22,10 +22,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+import scipy.sparse as sp
 import torch
 import torch.nn as nn
 
 from recbole.utils import FeatureSource, FeatureType
+
+from recbole_metammf.layers.graph import SparseGraph
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,20 @@ def standardise(x: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def mean_pooling_matrix(tokens: torch.Tensor, num_tokens: int) -> sp.csr_matrix:
+    """``P`` [n, num_tokens] with ``P @ E`` = each row's mean token embedding, padding (0) excluded.
+
+    What ``nn.EmbeddingBag(mode="mean", padding_idx=0)`` computes: a repeated token counts
+    as often as it appears, a row of padding only is zero.
+    """
+    tokens = tokens.cpu().numpy()
+    real = tokens > 0
+    counts = real.sum(axis=1)
+    rows = np.nonzero(real)[0]
+    values = (1.0 / counts[rows]).astype(np.float32)
+    return sp.csr_matrix((values, (rows, tokens[real])), shape=(tokens.shape[0], num_tokens), dtype=np.float32)
+
+
 class ModalityEncoder(nn.Module):
     """All item modalities of a dataset -> one content matrix ``x`` [n_items, d_in]."""
 
@@ -90,6 +108,7 @@ class ModalityEncoder(nn.Module):
         token_size = config["token_embedding_size"] if "token_embedding_size" in config else 32
         self.specs: list[ModalitySpec] = []
         self.token_encoders = nn.ModuleDict()
+        self.token_pooling = nn.ModuleDict()  # the same means for all items at once, as one sparse product
         for i, field in enumerate(fields):
             column = _item_column(dataset, field)
             if dataset.field2type[field] == FeatureType.FLOAT_SEQ:
@@ -111,6 +130,7 @@ class ModalityEncoder(nn.Module):
                 self.register_buffer(f"mod_{i}", tokens.contiguous(), persistent=False)
                 num_tokens = dataset.num(field)
                 self.token_encoders[field] = nn.EmbeddingBag(num_tokens, token_size, mode="mean", padding_idx=0)
+                self.token_pooling[field] = SparseGraph(mean_pooling_matrix(tokens, num_tokens))
                 self.specs.append(ModalitySpec(field, "token", token_size, num_tokens))
         self.output_dim = sum(spec.dim for spec in self.specs)
 
@@ -123,6 +143,10 @@ class ModalityEncoder(nn.Module):
                 data = data[items]
             if spec.kind == "dense":
                 parts.append(data)  # [n, dim]
+            elif items is None:
+                # all items: P @ E with the constant mean-pooling matrix P (backward: P^T @ grad),
+                # the same means as the EmbeddingBag without its per-step sort of every token
+                parts.append(self.token_pooling[spec.field](self.token_encoders[spec.field].weight))
             else:
                 parts.append(self.token_encoders[spec.field](data))  # [n, token_size]
         return parts

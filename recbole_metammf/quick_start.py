@@ -51,20 +51,45 @@ def run(
     port: str = "5678",
     group_offset: int = 0,
 ):
-    """Train and evaluate ``model`` on ``dataset``; returns RecBole's result dict."""
+    """Train and evaluate ``model`` on ``dataset``; returns RecBole's result dict.
+
+    With ``nproc > 1`` or ``world_size > 0`` this is RecBole's multi-process path
+    (torch.distributed: NCCL on GPUs, gloo on CPU, see ``compat.py``), with one
+    difference: the spawned processes run :func:`_run_recboles`, which imports the
+    plugin before handing over to RecBole's ``run_recboles``. RecBole spawns its own
+    function, so a child would only know the plugin's models if the parent's main
+    module happened to import the plugin (true for ``run_recbole.py``, not for
+    ``python -m recbole_metammf``, pytest, notebooks or Ray workers).
+    """
     ensure_builtin_dataset(model, dataset, config_file_list, config_dict)
-    return recbole_run(
-        model,
-        dataset,
-        config_file_list=config_file_list,
-        config_dict=config_dict,
-        saved=saved,
-        nproc=nproc,
-        world_size=world_size,
-        ip=ip,
-        port=port,
-        group_offset=group_offset,
-    )
+    if nproc == 1 and world_size <= 0:
+        return recbole_run(model, dataset, config_file_list=config_file_list, config_dict=config_dict, saved=saved)
+    import torch.multiprocessing as mp
+
+    world_size = nproc if world_size == -1 else world_size
+    queue = mp.get_context("spawn").SimpleQueue()
+    config_dict = dict(config_dict or {})
+    config_dict.update({"world_size": world_size, "ip": ip, "port": port, "nproc": nproc, "offset": group_offset})
+    kwargs = {"config_dict": config_dict, "queue": queue, "saved": saved}
+    mp.spawn(_run_recboles, args=(model, dataset, config_file_list, kwargs), nprocs=nproc, join=True)
+    return None if queue.empty() else queue.get()  # rank 0's result (None on other nodes)
+
+
+def _run_recboles(rank, *args):
+    """RecBole's ``run_recboles`` in a spawned process, with the plugin registered first.
+
+    On CPU the node's cores are shared out between its processes (``cores // nproc``
+    torch threads each) instead of every process using them all.
+    """
+    import torch
+
+    import recbole_metammf  # noqa: F401  (registers the plugin's models, metrics and workarounds)
+    from recbole.quick_start.quick_start import run_recboles
+
+    if not torch.cuda.is_available():
+        nproc = args[-1]["config_dict"].get("nproc", 1)
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, nproc)))
+    run_recboles(rank, *args)
 
 
 def build_parser() -> argparse.ArgumentParser:

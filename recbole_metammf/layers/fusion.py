@@ -25,6 +25,44 @@ import torch.nn.functional as F
 FORMS = ("full", "cp", "collapsed")
 
 
+def project(h, weight: torch.Tensor) -> torch.Tensor:
+    """``h @ weight`` where ``h`` is a tensor [n, in] or a list of column blocks of it.
+
+    With blocks, each block meets its own rows of ``weight``: the product is the same,
+    but autograd computes no input gradient for a block that needs none (the constant
+    dense features beside a learned token embedding), which saves the largest matmul
+    of the backward pass.
+    """
+    if torch.is_tensor(h):
+        return h @ weight
+    out, start = None, 0
+    for part in h:
+        end = start + part.shape[1]
+        y = part @ weight[start:end]
+        out = y if out is None else out + y
+        start = end
+    return out
+
+
+def group_blocks(parts) -> torch.Tensor | list[torch.Tensor]:
+    """Column blocks of the input, adjacent blocks of equal ``requires_grad`` concatenated;
+    a single tensor when one block remains (or when given a tensor)."""
+    if torch.is_tensor(parts):
+        return parts
+    groups: list[list[torch.Tensor]] = []
+    for part in parts:
+        if groups and groups[-1][0].requires_grad == part.requires_grad:
+            groups[-1].append(part)
+        else:
+            groups.append([part])
+    blocks = [g[0] if len(g) == 1 else torch.cat(g, dim=-1) for g in groups]
+    return blocks[0] if len(blocks) == 1 else blocks
+
+
+def as_tensor(h) -> torch.Tensor:
+    return h if torch.is_tensor(h) else torch.cat(list(h), dim=-1)
+
+
 class MetaInfoExtractor(nn.Module):
     """``s_i = W2 · relu(W1 · x_i + b1) + b2`` (no activation on ``s_i``)."""
 
@@ -33,8 +71,12 @@ class MetaInfoExtractor(nn.Module):
         hidden_dim = hidden_dim or in_dim  # the released code uses hidden = d_in
         self.net = nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, meta_dim))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)  # [n, d_s]
+    def forward(self, x) -> torch.Tensor:
+        """x: [n, in], or a list of its column blocks (see :func:`project`)."""
+        if torch.is_tensor(x):
+            return self.net(x)  # [n, d_s]
+        first, act, last = self.net
+        return last(act(project(x, first.weight.t()) + first.bias))  # [n, d_s]
 
 
 class MetaFusionLayer(nn.Module):
@@ -74,25 +116,26 @@ class MetaFusionLayer(nn.Module):
             return shared + self.meta_dim * self.in_dim * self.out_dim
         return shared + self.rank * (self.in_dim + self.out_dim + self.meta_dim)
 
-    def forward(self, h: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-        """h: [n, in], s: [n, d_s] -> [n, out]."""
-        y = h @ self.M  # [n, out]
-        n = h.shape[0]
+    def forward(self, h, s: torch.Tensor) -> torch.Tensor:
+        """h: [n, in] (or a list of its column blocks, see :func:`project`), s: [n, d_s] -> [n, out]."""
+        y = project(h, self.M)  # [n, out]
+        n = s.shape[0]
         if self.form == "full":
             if self.in_dim <= self.out_dim:
+                h = as_tensor(h)
                 # (s ⊗ h) · T, one matmul over the d_s·in Khatri-Rao features
                 z = (s.unsqueeze(2) * h.unsqueeze(1)).reshape(n, self.meta_dim * self.in_dim)  # [n, d_s*in]
                 y = y + z @ self.T.reshape(self.meta_dim * self.in_dim, self.out_dim)
             else:
                 # h · [T_1 .. T_ds], then weight the d_s outputs by s
                 t = self.T.permute(1, 0, 2).reshape(self.in_dim, self.meta_dim * self.out_dim)  # [in, d_s*out]
-                hz = (h @ t).view(n, self.meta_dim, self.out_dim)  # [n, d_s, out]
+                hz = project(h, t).view(n, self.meta_dim, self.out_dim)  # [n, d_s, out]
                 y = y + torch.einsum("nko,nk->no", hz, s)
         elif self.form == "cp":
-            y = y + ((h @ self.A) * (s @ self.C.t())) @ self.B  # [n, R] * [n, R] -> [n, out]
+            y = y + (project(h, self.A) * (s @ self.C.t())) @ self.B  # [n, R] * [n, R] -> [n, out]
         else:  # collapsed: the released code's CPDLayer
             scale = s @ self.C.sum(dim=0)  # [n]
-            y = y + scale.unsqueeze(1) * ((h @ self.A) @ self.B)
+            y = y + scale.unsqueeze(1) * (project(h, self.A) @ self.B)
         return y
 
     def item_weights(self, s: torch.Tensor) -> torch.Tensor:
@@ -132,7 +175,13 @@ class MetaFusionNetwork(nn.Module):
         )
         self.negative_slope = negative_slope
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x) -> torch.Tensor:
+        """x: [n, d_in], or the list of per-modality blocks whose concatenation it is.
+
+        Blocks give the same result; the constant (dense-feature) blocks then cost no input
+        gradient in the backward pass of the first layer and the meta extractor.
+        """
+        x = group_blocks(x)
         s = self.extractor(x)  # [n, d_s]
         h = x
         for i, layer in enumerate(self.layers):
@@ -143,6 +192,7 @@ class MetaFusionNetwork(nn.Module):
 
     def forward_explicit(self, x: torch.Tensor) -> torch.Tensor:
         """The same network through explicit per-item weights and ``bmm`` (the released code's way)."""
+        x = as_tensor(x)
         s = self.extractor(x)
         h = x
         for i, layer in enumerate(self.layers):

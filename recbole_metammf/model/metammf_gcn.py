@@ -61,7 +61,7 @@ class MetaMMF_GCN(MultimodalRecommender):
         self.adj = SparseGraph(normalise(adj, kind))
 
     def item_representation(self) -> torch.Tensor:
-        content = self.fusion(self.modalities())  # [n_items, fused]
+        content = self.fusion(self.modalities.per_modality())  # [n_items, fused]; blocks: see MetaFusionNetwork.forward
         return torch.cat([content, self.item_id_embedding.weight], dim=-1)  # [n_items, fused + id]
 
     def compute_all(self):
