@@ -123,7 +123,9 @@ def init_ray(ray_address=None, verbose: bool = False) -> bool:
         paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
         if _PACKAGE_ROOT not in paths:
             os.environ["PYTHONPATH"] = os.pathsep.join([_PACKAGE_ROOT, *paths])
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=verbose)
+        # address="local": always a fresh local instance, never a Ray cluster some other
+        # process happens to be running on this machine
+        ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=verbose)
     return True
 
 
