@@ -37,6 +37,12 @@ Every change RecBole needs to run this plugin sits here, each with its reason.
    reload the *same* best checkpoint for the test: RecBole names it after each
    rank's own clock (``{model}-{time}.pth``) and only rank 0 writes it, so rank 0's
    name is broadcast to all ranks and the ranks wait for rank 0's write.
+
+4. **Directories created by several processes at once.** RecBole's ``ensure_dir``
+   checks for a directory and then creates it, so two processes starting together
+   (the ranks of a multi-process run, parallel trials in one folder) can fail with
+   ``FileExistsError: ./log``. Every module that imported it gets a version that
+   creates with ``exist_ok=True``.
 """
 
 from __future__ import annotations
@@ -190,6 +196,33 @@ def _distributed_save_checkpoint(self, epoch, verbose=True, **kwargs):
         torch.distributed.barrier()  # nobody reads the checkpoint before rank 0 has written it
 
 
+# ----------------------------------------------------------------------------
+# 4. race-free directory creation
+# ----------------------------------------------------------------------------
+_ENSURE_DIR_MODULES = (
+    "recbole.utils.utils",
+    "recbole.utils",
+    "recbole.utils.logger",
+    "recbole.data.utils",
+    "recbole.data.dataset.dataset",
+    "recbole.trainer.trainer",
+)
+
+
+def ensure_dir(dir_path) -> None:
+    """Make sure ``dir_path`` exists (safe when several processes create it at once)."""
+    os.makedirs(dir_path, exist_ok=True)
+
+
+def _patch_ensure_dir() -> None:
+    import importlib
+
+    for name in _ENSURE_DIR_MODULES:
+        module = importlib.import_module(name)
+        if hasattr(module, "ensure_dir"):
+            module.ensure_dir = ensure_dir
+
+
 def apply() -> None:
     """Install every workaround above (idempotent)."""
     global _APPLIED
@@ -202,4 +235,5 @@ def apply() -> None:
     recbole_trainer.Trainer.__init__ = _trainer_init
     recbole_trainer.DistributedDataParallel = _distributed_data_parallel
     torch.serialization.add_safe_globals(_safe_checkpoint_globals())
+    _patch_ensure_dir()
     _APPLIED = True

@@ -128,3 +128,19 @@ def test_module_entry_point(planted, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "Test results of MetaMMF_GCN" in proc.stdout
+
+
+def test_directory_creation_is_race_free(tmp_path):
+    """RecBole's modules create log/ and saved/ through the plugin's exist_ok version."""
+    import importlib
+
+    from recbole_metammf import compat
+
+    for name in compat._ENSURE_DIR_MODULES:
+        module = importlib.import_module(name)
+        if hasattr(module, "ensure_dir"):
+            assert module.ensure_dir is compat.ensure_dir, name
+    target = tmp_path / "a" / "b"
+    target.mkdir(parents=True)
+    compat.ensure_dir(str(target))  # existing: no FileExistsError
+    assert target.is_dir()
