@@ -16,6 +16,8 @@ from recbole.config import Config
 from recbole.quick_start import objective_function  # noqa: F401  (re-exported for HyperTuning)
 from recbole.quick_start import run as recbole_run
 
+from recbole_metammf.registry import get_model
+
 BUILTIN_DATASET = "mm-ml-100k"
 DEFAULT_MODEL = "MetaMMF_GCN"
 
@@ -61,6 +63,7 @@ def run(
     module happened to import the plugin (true for ``run_recbole.py``, not for
     ``python -m recbole_metammf``, pytest, notebooks or Ray workers).
     """
+    get_model(model)  # an unknown name fails here, plainly
     ensure_builtin_dataset(model, dataset, config_file_list, config_dict)
     if nproc == 1 and world_size <= 0:
         return recbole_run(model, dataset, config_file_list=config_file_list, config_dict=config_dict, saved=saved)

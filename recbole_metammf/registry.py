@@ -37,7 +37,15 @@ def register_all() -> dict:
 
 
 def get_model(name: str) -> type:
-    """The class of a plugin or RecBole model by name."""
+    """The class of a plugin or RecBole model by name, or a clear error for an unknown name."""
     from recbole.utils import get_model as recbole_get_model
 
-    return recbole_get_model(name)
+    try:
+        return recbole_get_model(name)
+    except (ModuleNotFoundError, ValueError) as err:
+        # RecBole's search ends in its exlib package, whose import needs lightgbm/xgboost: an
+        # unknown name surfaces as "No module named 'lightgbm'" unless said plainly here
+        raise ValueError(
+            f"unknown model '{name}': not a plugin model ({', '.join(MODELS)}) "
+            f"nor a RecBole model that can be imported here (RecBole said: {err})"
+        ) from None

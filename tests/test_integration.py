@@ -144,3 +144,10 @@ def test_directory_creation_is_race_free(tmp_path):
     target.mkdir(parents=True)
     compat.ensure_dir(str(target))  # existing: no FileExistsError
     assert target.is_dir()
+
+
+def test_unknown_model_name_is_a_plain_error(tmp_path):
+    proc = _cli(["--model=MetaMMF_GNC", "--dataset=planted"], cwd=tmp_path)
+    assert proc.returncode != 0
+    assert "unknown model 'MetaMMF_GNC'" in proc.stderr
+    assert "MetaMMF_GCN" in proc.stderr  # lists what exists

@@ -137,6 +137,8 @@ def run_trial(model: str, dataset: str, seed: int, config_file_list=None, config
     from recbole.data import create_dataset, data_preparation
     from recbole.utils import get_model, get_trainer, init_logger, init_seed
 
+    from recbole_metammf.registry import get_model as plugin_get_model
+
     record = {
         "trial_id": trial_id(model, dataset, seed),
         "model": model,
@@ -153,6 +155,7 @@ def run_trial(model: str, dataset: str, seed: int, config_file_list=None, config
     checkpoint_dir = tempfile.mkdtemp(prefix="recbole-metammf-trial-")
     t0 = time.perf_counter()
     try:
+        plugin_get_model(model)  # an unknown name fails plainly, not as RecBole's "No module named 'lightgbm'"
         config = Config(model=model, dataset=dataset, config_file_list=config_file_list,
                         config_dict={**(config_dict or {}), "seed": int(seed), "checkpoint_dir": checkpoint_dir})
         init_seed(config["seed"], config["reproducibility"])
