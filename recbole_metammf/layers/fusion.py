@@ -175,6 +175,20 @@ class MetaFusionNetwork(nn.Module):
         )
         self.negative_slope = negative_slope
 
+    @classmethod
+    def from_config(cls, config, in_dim: int) -> "MetaFusionNetwork":
+        """The fusion network a MetaMMF model's config describes (its YAML keys)."""
+        return cls(
+            in_dim=in_dim,
+            hidden_sizes=list(config["fusion_hidden_sizes"] or []),
+            out_dim=config["fused_size"],
+            meta_dim=config["meta_size"],
+            meta_hidden=config["meta_hidden_size"],
+            form=config["fusion_form"],
+            rank=config["cp_rank"],
+            negative_slope=config["negative_slope"],
+        )
+
     def forward(self, x) -> torch.Tensor:
         """x: [n, d_in], or the list of per-modality blocks whose concatenation it is.
 

@@ -26,8 +26,8 @@ import torch.nn.functional as F
 from recbole.model.init import xavier_normal_initialization
 
 from recbole_metammf.layers.graph import SAGEConv, SparseGraph, bipartite_adjacency, lightgcn_propagate, normalise
+from recbole_metammf.layers.fusion import MetaFusionNetwork
 from recbole_metammf.model.base import MultimodalRecommender
-from recbole_metammf.model.metammf_mf import build_fusion
 
 PROPAGATIONS = ("sage", "lightgcn")
 
@@ -53,7 +53,7 @@ class MetaMMF_GCN(MultimodalRecommender):
         if self.propagation == "sage" and len(self.dropouts) != len(self.convs):
             raise ValueError(f"dropout needs one value per SAGE layer ({len(self.convs)}), got {self.dropouts}")
         self.apply(xavier_normal_initialization)
-        self.fusion = build_fusion(config, self.modalities.output_dim)
+        self.fusion = MetaFusionNetwork.from_config(config, self.modalities.output_dim)
 
         # the graph, built once
         adj = bipartite_adjacency(dataset)

@@ -24,20 +24,6 @@ from recbole_metammf.layers.fusion import MetaFusionNetwork
 from recbole_metammf.model.base import MultimodalRecommender
 
 
-def build_fusion(config, in_dim: int) -> MetaFusionNetwork:
-    """The fusion network of a MetaMMF model from its config (shared by MF and GCN)."""
-    return MetaFusionNetwork(
-        in_dim=in_dim,
-        hidden_sizes=list(config["fusion_hidden_sizes"] or []),
-        out_dim=config["fused_size"],
-        meta_dim=config["meta_size"],
-        meta_hidden=config["meta_hidden_size"],
-        form=config["fusion_form"],
-        rank=config["cp_rank"],
-        negative_slope=config["negative_slope"],
-    )
-
-
 class MetaMMF_MF(MultimodalRecommender):
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
@@ -49,7 +35,7 @@ class MetaMMF_MF(MultimodalRecommender):
         self.user_embedding = nn.Embedding(self.n_users, self.embedding_size)
         self.item_id_embedding = nn.Embedding(self.n_items, config["id_embedding_size"])
         self.apply(xavier_normal_initialization)  # embeddings; the fusion layers keep their own init
-        self.fusion = build_fusion(config, self.modalities.output_dim)
+        self.fusion = MetaFusionNetwork.from_config(config, self.modalities.output_dim)
 
     def item_representation(self, items=None) -> torch.Tensor:
         """``[e^m ; e^c]`` of ``items`` (all when None): [n, fused + id]."""
