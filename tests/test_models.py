@@ -98,7 +98,7 @@ def test_graph_mean_and_sym_normalisation_match_dense(planted):
     expected = np.divide(adj, deg[:, None], out=np.zeros_like(adj), where=deg[:, None] > 0)
     assert np.allclose(mean, expected)
     sym = normalise(bipartite_adjacency(ds), "sym").toarray()
-    d = np.where(deg > 0, deg ** -0.5, 0)
+    d = np.power(deg, -0.5, where=deg > 0, out=np.zeros_like(deg))
     assert np.allclose(sym, d[:, None] * adj * d[None, :], atol=1e-6)
 
 
