@@ -42,7 +42,7 @@ REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 
 SHAPES = ("tiktok", "movielens", "kwai")
-COMMON = {"embedding_size": 64, "n_layers": 2, "train_batch_size": 2048}
+COMMON = {"embedding_size": 64, "id_embedding_size": 32, "n_layers": 2, "train_batch_size": 2048}  # MetaMMF: 32 fused + 32 ID = 64
 REF_YAML = REPO / "properties" / "reference" / "MetaMMF-ref-movielens.yaml"
 
 # (label, model, shape, extra config, config files, evaluate, profile, steps key)
