@@ -21,14 +21,30 @@ from recbole_metammf.layers.graph import (
     bipartite_from_edges,
     degree_sensitive_keep_weights,
     degree_sensitive_prune,
-    edge_spmm,
     knn_edges,
     knn_graph,
     normalise,
-    segment_softmax,
     sym_normalise_edges,
 )
 from recbole_metammf.model.lattice import raw_modalities
+
+# Generic COO / scatter references for the fixed-pattern edge ops (EdgePattern) and GRCN.
+def edge_spmm(rows: torch.Tensor, cols: torch.Tensor, weight: torch.Tensor, h: torch.Tensor, n_rows: int) -> torch.Tensor:
+    """``A @ h`` for ``A[rows, cols] = weight`` (duplicates summed), differentiable in ``weight`` and ``h``."""
+    adj = torch.sparse_coo_tensor(
+        torch.stack([rows, cols]), weight, (n_rows, h.shape[0]), check_invariants=False
+    )
+    return torch.sparse.mm(adj, h)  # [n_rows, d]
+
+
+def segment_softmax(scores: torch.Tensor, index: torch.Tensor, n: int) -> torch.Tensor:
+    """Softmax of ``scores`` within each group of equal ``index`` (groups ``0..n-1``)."""
+    group_max = torch.full((n,), float("-inf"), dtype=scores.dtype, device=scores.device)
+    group_max = group_max.scatter_reduce(0, index, scores.detach(), reduce="amax")  # [n]
+    e = torch.exp(scores - group_max[index])  # [E], <= 1
+    denom = torch.zeros(n, dtype=scores.dtype, device=scores.device).index_add(0, index, e)  # [n]
+    return e / denom[index]
+
 
 BASELINES = ["VBPR", "MMGCN", "GRCN", "LATTICE", "FREEDOM"]
 

@@ -124,23 +124,6 @@ def bipartite_from_edges(users: np.ndarray, items: np.ndarray, n_users: int, n_i
     return sp.bmat([[None, inter], [inter.T, None]], format="csr", dtype=np.float32)
 
 
-def edge_spmm(rows: torch.Tensor, cols: torch.Tensor, weight: torch.Tensor, h: torch.Tensor, n_rows: int) -> torch.Tensor:
-    """``A @ h`` for ``A[rows, cols] = weight`` (duplicates summed), differentiable in ``weight`` and ``h``."""
-    adj = torch.sparse_coo_tensor(
-        torch.stack([rows, cols]), weight, (n_rows, h.shape[0]), check_invariants=False
-    )
-    return torch.sparse.mm(adj, h)  # [n_rows, d]
-
-
-def segment_softmax(scores: torch.Tensor, index: torch.Tensor, n: int) -> torch.Tensor:
-    """Softmax of ``scores`` within each group of equal ``index`` (groups ``0..n-1``)."""
-    group_max = torch.full((n,), float("-inf"), dtype=scores.dtype, device=scores.device)
-    group_max = group_max.scatter_reduce(0, index, scores.detach(), reduce="amax")  # [n]
-    e = torch.exp(scores - group_max[index])  # [E], <= 1
-    denom = torch.zeros(n, dtype=scores.dtype, device=scores.device).index_add(0, index, e)  # [n]
-    return e / denom[index]
-
-
 def sym_normalise_edges(rows: torch.Tensor, cols: torch.Tensor, weight: torch.Tensor, n: int) -> torch.Tensor:
     """Edge values of ``D^-1/2 A D^-1/2`` with ``D`` the row sums of ``A`` (as :func:`normalise` ``sym``)."""
     deg = torch.zeros(n, dtype=weight.dtype, device=weight.device).index_add(0, rows, weight)  # [n]
