@@ -72,18 +72,20 @@ class BenchmarkSpec:
             raise ValueError("a benchmark needs at least one model, one dataset and one seed")
 
     def trials(self) -> list[Trial]:
+        """Every (model, dataset, seed) trial, seed-major: all models of the first seed come
+        first, so a run stopped early still holds a complete single-seed comparison."""
         out = []
         for dataset in self.datasets:
-            for model in self.models:
-                files = list(self.config_files)
-                extra = self.model_config.get(model)
-                if isinstance(extra, str):
-                    files.append(extra)
-                config = dict(self.config)
-                if isinstance(extra, dict):
-                    config.update(extra)
-                config.update(self.dataset_config.get(dataset, {}))
-                for seed in self.seeds:
+            for seed in self.seeds:
+                for model in self.models:
+                    files = list(self.config_files)
+                    extra = self.model_config.get(model)
+                    if isinstance(extra, str):
+                        files.append(extra)
+                    config = dict(self.config)
+                    if isinstance(extra, dict):
+                        config.update(extra)
+                    config.update(self.dataset_config.get(dataset, {}))
                     out.append(Trial(model, dataset, int(seed), tuple(files), config))
         return out
 
