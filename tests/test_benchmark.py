@@ -249,6 +249,16 @@ def test_single_seed_has_zero_std_and_no_p_value():
     assert s["improvement"]["ndcg@10"]["percent"] == pytest.approx(50.0)
 
 
+def test_protocol_names_a_fixed_split_when_the_dataset_brings_its_own():
+    from recbole_metammf.benchmark.report import _protocol_text
+
+    rec = _fake_record("A", 1, {"ndcg@10": .3})
+    assert "Split: {'RS': [0.8, 0.1, 0.1]}" in _protocol_text(rec) and "seeded by each trial's seed" in _protocol_text(rec)
+    rec["config"] = {"benchmark_filename": ["train", "valid", "test"]}
+    text = _protocol_text(rec)
+    assert "RS" not in text and "`toy.{train,valid,test}.inter`" in text and "same train/valid/test" in text
+
+
 # --- hyper-parameter search --------------------------------------------------------------------
 @pytest.mark.parametrize("tool", ["hyperopt", "ray"])
 def test_hyper_search_over_a_tiny_space_picks_the_best_point(planted, tmp_path, tool):

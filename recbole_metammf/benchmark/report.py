@@ -143,9 +143,17 @@ def _protocol_text(record: dict) -> str:
     p, t = record["protocol"], record["training"]
     ea = p["eval_args"]
     split = ea.get("split", {})
+    fixed = (record.get("config") or {}).get("benchmark_filename")
+    if fixed:  # RecBole then ignores eval_args.split and reads the pre-split atomic files
+        files = "/".join(fixed)
+        split_line = (f"* Split: fixed, read from `{record['dataset']}.{{{','.join(fixed)}}}.inter` "
+                      f"(`benchmark_filename: [{', '.join(fixed)}]`): the same {files} interactions for every "
+                      "seed; the seed varies initialisation and negative sampling only.")
+    else:
+        split_line = (f"* Split: {split} (`group_by: {ea.get('group_by')}`, `order: {ea.get('order')}`), "
+                      "seeded by each trial's seed.")
     return "\n".join([
-        f"* Split: {split} (`group_by: {ea.get('group_by')}`, `order: {ea.get('order')}`), "
-        f"seeded by each trial's seed.",
+        split_line,
         f"* Candidates: `mode: {ea.get('mode')}`"
         + (" = full ranking over all items except the user's training items." if _is_full(ea.get("mode")) else "."),
         f"* Metrics: {', '.join(p['metrics'])} at K = {', '.join(map(str, p['topk']))}, averaged over test users "
