@@ -259,6 +259,20 @@ def test_protocol_names_a_fixed_split_when_the_dataset_brings_its_own():
     assert "RS" not in text and "`toy.{train,valid,test}.inter`" in text and "same train/valid/test" in text
 
 
+def test_a_benchmark_files_note_is_printed_in_its_leaderboard(tmp_path):
+    bench = tmp_path / "b.yaml"
+    bench.write_text("models: [A, B]\ndatasets: [toy]\nseeds: 1\nnote: >\n  Every model at most\n  20 epochs.\n")
+    spec = load_spec(str(bench))
+    assert spec.note == "Every model at most 20 epochs." and spec.seeds == [2020]
+    for m, v in (("A", .3), ("B", .2)):
+        store.save_trial(str(tmp_path), _fake_record(m, 2020, {"ndcg@10": v}))
+    store.save_manifest(str(tmp_path), {"command": "python run_benchmark.py --file b.yaml", "spec": spec.to_dict()})
+    write_report(str(tmp_path))
+    md = (tmp_path / "toy" / "leaderboard.md").read_text()
+    assert md.index("--file b.yaml") < md.index("Every model at most 20 epochs.") < md.index("| Model |")
+    assert "Every model at most 20 epochs." in (tmp_path / "README.md").read_text()
+
+
 # --- hyper-parameter search --------------------------------------------------------------------
 @pytest.mark.parametrize("tool", ["hyperopt", "ray"])
 def test_hyper_search_over_a_tiny_space_picks_the_best_point(planted, tmp_path, tool):

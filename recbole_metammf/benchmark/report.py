@@ -220,6 +220,9 @@ def write_dataset_report(out_dir: str, dataset: str, records: list[dict], manife
     md = [f"# Leaderboard: {dataset}", ""]
     if command:
         md += ["Produced by:", "", "```bash", command, "```", ""]
+    note = manifest.get("spec", {}).get("note")
+    if note:
+        md += [note, ""]
     md += [table_markdown(summary), "", "![bars](bars.png)", "", "![validation curves](valid_curves.png)", "",
            "## Protocol", "", _protocol_text(ok[0]), "", "## Dataset", "", _dataset_text(ok[0]), "",
            "## Configs", "", "Training settings and each model's hyper-parameters as run (full configs: "
@@ -246,6 +249,8 @@ def write_report(out_dir: str, focus: str | None = None) -> dict:
     index = [f"# Benchmark `{os.path.basename(os.path.normpath(out_dir))}`", ""]
     if manifest.get("command"):
         index += ["Produced by:", "", "```bash", manifest["command"], "```", ""]
+    if manifest.get("spec", {}).get("note"):
+        index += [manifest["spec"]["note"], ""]
     n_ok = sum(r["status"] == "ok" for r in records)
     index += [f"{n_ok} finished trial(s), {len(records) - n_ok} failed.", ""]
     index += [f"* [{d}]({d}/leaderboard.md)" for d in datasets]

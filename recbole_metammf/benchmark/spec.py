@@ -12,6 +12,8 @@ A benchmark YAML file holds the same things as the command line::
       MetaMMF_GCN: hyper/best/MetaMMF_GCN-mm-ml-100k.yaml
     dataset_config:
       microlens: {load_col: {inter: [user_id, item_id]}}
+    note: >                            # free text the leaderboard prints under its command
+      Every model at most 300 epochs; ...
 
 Relative paths in the file are relative to the file. Priority of a trial's config, later wins:
 the plugin's defaults < ``config_files`` < ``model_config`` file < ``config`` < ``model_config``
@@ -63,6 +65,7 @@ class BenchmarkSpec:
     config: dict = field(default_factory=dict)
     model_config: dict = field(default_factory=dict)   # model -> YAML path or dict
     dataset_config: dict = field(default_factory=dict)  # dataset -> dict
+    note: str = ""                                      # printed in the leaderboard (protocol choices)
 
     def __post_init__(self):
         self.seeds = expand_seeds(self.seeds)
@@ -92,7 +95,7 @@ class BenchmarkSpec:
     def to_dict(self) -> dict:
         return {"models": self.models, "datasets": self.datasets, "seeds": self.seeds,
                 "config_files": self.config_files, "config": self.config,
-                "model_config": self.model_config, "dataset_config": self.dataset_config}
+                "model_config": self.model_config, "dataset_config": self.dataset_config, "note": self.note}
 
 
 def expand_seeds(seeds, base_seed: int = DEFAULT_BASE_SEED) -> list[int]:
@@ -115,8 +118,10 @@ def load_spec(path: str, **overrides) -> BenchmarkSpec:
     raw["seeds"] = expand_seeds(raw.get("seeds", 1), base_seed)
     raw["config_files"] = [rel(p) for p in raw.get("config_files", [])]
     raw["model_config"] = {m: rel(v) if isinstance(v, str) else v for m, v in (raw.get("model_config") or {}).items()}
-    unknown = set(raw) - {"models", "datasets", "seeds", "config_files", "config", "model_config", "dataset_config"}
+    unknown = set(raw) - {"models", "datasets", "seeds", "config_files", "config", "model_config", "dataset_config",
+                        "note"}
     if unknown:
         raise ValueError(f"unknown keys in benchmark file {path}: {sorted(unknown)}")
+    raw["note"] = str(raw.get("note") or "").strip()
     raw.update({k: v for k, v in overrides.items() if v})
     return BenchmarkSpec(**raw)
