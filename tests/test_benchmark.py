@@ -166,6 +166,41 @@ def test_changed_config_is_not_silently_mixed_with_old_trials(tmp_path):
     assert plan(spec, str(tmp_path), force=True)[0] == [trial]
 
 
+def test_fingerprint_follows_the_plugin_defaults_and_old_trial_files_still_resume(tmp_path, monkeypatch):
+    import shutil
+
+    from recbole_metammf import paths
+    from recbole_metammf.benchmark.ray_runner import ChangedTrialError, plan
+
+    props = tmp_path / "properties"
+    shutil.copytree(paths.PROPERTIES_DIR, props)
+    monkeypatch.setattr(paths, "PROPERTIES_DIR", str(props))
+    out = tmp_path / "out"
+    spec = BenchmarkSpec(models=["MetaMMF_MF", "BPR"], datasets=["d"], seeds=[1])
+    mf, bpr = spec.trials()
+    before = {t.id: t.fingerprint() for t in (mf, bpr)}
+    assert all(f.startswith("v2-") for f in before.values())
+    for t in (mf, bpr):
+        store.save_trial(str(out), {"trial_id": t.id, "status": "ok", "fingerprint": before[t.id]})
+    assert plan(spec, str(out)) == ([], [mf, bpr])
+
+    # a changed default of one model: only that model's trial is no longer finished
+    yaml_path = props / "model" / "MetaMMF_MF.yaml"
+    yaml_path.write_text(yaml_path.read_text().replace("id_embedding_size: 64", "id_embedding_size: 32"))
+    assert mf.fingerprint() != before[mf.id] and bpr.fingerprint() == before[bpr.id]
+    with pytest.raises(ChangedTrialError, match="MetaMMF_MF"):
+        plan(spec, str(out))
+    assert plan(spec, str(out), force=True) == ([mf], [bpr])
+    # a changed protocol (overall.yaml) concerns every trial
+    (props / "overall.yaml").write_text((props / "overall.yaml").read_text() + "\nstopping_step: 3\n")
+    assert bpr.fingerprint() != before[bpr.id]
+
+    # a trial file from before version 2 (bare 16-hex fingerprint) is checked by the version-1 rule
+    store.save_trial(str(out), {"trial_id": bpr.id, "status": "ok", "fingerprint": bpr.fingerprint(1)})
+    assert len(bpr.fingerprint(1)) == 16 and bpr.matches(bpr.fingerprint(1))
+    assert not bpr.matches(mf.fingerprint(1)) and not bpr.matches(None)
+
+
 # --- the report's numbers ----------------------------------------------------------------------
 def _fake_record(model, seed, values: dict, dataset="toy"):
     curve = [{"epoch": e, "score": values["ndcg@10"] * (e + 1) / 3, "result": {}} for e in range(3)]

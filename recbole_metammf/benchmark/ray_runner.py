@@ -38,7 +38,7 @@ def plan(spec: BenchmarkSpec, out_dir: str, force: bool = False, retry_failed: b
         record = store.load_trial(out_dir, trial.id)
         if record is None:
             to_run.append(trial)
-        elif record.get("fingerprint") != trial.fingerprint():
+        elif not trial.matches(record.get("fingerprint")):
             (to_run if force else changed).append(trial)
         elif record["status"] == "failed" and retry_failed:
             to_run.append(trial)
@@ -175,6 +175,8 @@ def _run_tasks(to_run, out_dir, cpus_per_trial, summary, progress):
 
     Tracker, trial_task = _remote_functions(cpus_per_trial)
     tracker = Tracker.remote()
+    # fingerprints taken now, from the configs the trials start with (not from files edited meanwhile)
+    fingerprints = {t.id: t.fingerprint() for t in to_run}
     pending = {trial_task.remote(t, os.getcwd(), cpus_per_trial, tracker): t for t in to_run}
     bar = tqdm(total=len(to_run), desc="trials", unit="trial", disable=not progress, file=sys.stderr,
                bar_format="{desc}: {n_fmt}/{total_fmt} |{bar}| {postfix} [elapsed {elapsed}]")
@@ -188,7 +190,7 @@ def _run_tasks(to_run, out_dir, cpus_per_trial, summary, progress):
                     record = ray.get(ref)
                 except Exception as exc:  # the worker died (OOM, segfault, lost node): recorded, others go on
                     record = _failed_record(trial, f"{type(exc).__name__}: {exc}")
-                record["fingerprint"] = trial.fingerprint()
+                record["fingerprint"] = fingerprints[trial.id]
                 record["cpus_per_trial"] = cpus_per_trial
                 store.save_trial(out_dir, record)
                 summary["ran"].append(trial.id)

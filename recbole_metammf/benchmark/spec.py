@@ -30,6 +30,20 @@ from dataclasses import dataclass, field
 import yaml
 
 DEFAULT_BASE_SEED = 2020
+FINGERPRINT_VERSION = 2
+
+
+def plugin_defaults_digest(model: str, dataset: str) -> str:
+    """sha256 of the plugin's default YAMLs a (model, dataset) trial loads: overall, model, dataset."""
+    from recbole_metammf import paths
+
+    h = hashlib.sha256()
+    for rel in ("overall.yaml", os.path.join("model", f"{model}.yaml"), os.path.join("dataset", f"{dataset}.yaml")):
+        path = os.path.join(paths.PROPERTIES_DIR, rel)
+        if os.path.isfile(path):
+            with open(path, "rb") as f:
+                h.update(rel.encode() + b"\0" + f.read() + b"\0")
+    return h.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -46,14 +60,31 @@ class Trial:
 
         return trial_id(self.model, self.dataset, self.seed)
 
-    def fingerprint(self) -> str:
-        """Hash of everything that decides the trial's result: names, seed, config files' *contents*, dict."""
+    def fingerprint(self, version: int = FINGERPRINT_VERSION) -> str:
+        """Hash of everything that decides the trial's result: names, seed, config files' *contents*, dict,
+        and (version 2) the plugin's own default YAMLs that apply to the trial, so that a trial run under
+        other defaults (an edited ``properties/``, another plugin release) is not taken as finished.
+
+        Version 1 (no prefix) is what trial files written before version 2 hold; they are still checked
+        by the version-1 rule, so their benchmarks resume.
+        """
         contents = []
         for path in self.config_files:
             with open(path, "rb") as f:
                 contents.append(hashlib.sha256(f.read()).hexdigest())
-        payload = json.dumps([self.model, self.dataset, self.seed, contents, self.config_dict], sort_keys=True, default=str)
-        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+        items = [self.model, self.dataset, self.seed, contents, self.config_dict]
+        if version >= 2:
+            items.append(plugin_defaults_digest(self.model, self.dataset))
+        payload = json.dumps(items, sort_keys=True, default=str)
+        digest = hashlib.sha256(payload.encode()).hexdigest()[:16]
+        return digest if version == 1 else f"v{version}-{digest}"
+
+    def matches(self, stored: str | None) -> bool:
+        """Whether a trial file's stored fingerprint is this trial's, under the rule it was written with."""
+        if not stored:
+            return False
+        version = int(stored[1:stored.index("-")]) if stored.startswith("v") and "-" in stored else 1
+        return stored == self.fingerprint(version)
 
 
 @dataclass
