@@ -55,6 +55,7 @@ def main():
                  "(see README, 'Datasets')")
     os.chdir(tempfile.mkdtemp())  # RecBole's log/ goes there
     sizes = [int(s) for s in args.sizes.split(",")]
+
     def make_config(size):
         return Config(model=args.model, dataset=args.dataset,
                       config_dict={"data_path": data_path, "show_progress": False, "state": "ERROR",
@@ -78,9 +79,8 @@ def main():
             results[s] = trainer.evaluate(loaders[s], load_best_model=False)
             times[s].append(time.perf_counter() - t0)
             print(f"round {r} eval_batch_size {s:>9d}: {times[s][-1]:.2f} s", flush=True)
-    valid = loaders[sizes[0]]
     base = statistics.mean(times[sizes[0]])
-    n_users = valid.user_df.length if hasattr(valid, "user_df") else "?"
+    n_users = first.user_df.length if hasattr(first, "user_df") else "?"
     lines = [
         f"`python benchmarks/bench_eval_batch.py --dataset {args.dataset} --model {args.model} --repeats {args.repeats}`: RecBole "
         f"`Trainer.evaluate` on the validation set ({n_users} users x {dataset.item_num} items), 1 thread, "

@@ -199,6 +199,7 @@ def test_fingerprint_follows_the_plugin_defaults_and_old_trial_files_still_resum
     store.save_trial(str(out), {"trial_id": bpr.id, "status": "ok", "fingerprint": bpr.fingerprint(1)})
     assert len(bpr.fingerprint(1)) == 16 and bpr.matches(bpr.fingerprint(1))
     assert not bpr.matches(mf.fingerprint(1)) and not bpr.matches(None)
+    assert not bpr.matches("v-" + bpr.fingerprint(1)) and not bpr.matches("vX-" + bpr.fingerprint(1))
 
 
 # --- the report's numbers ----------------------------------------------------------------------

@@ -83,7 +83,12 @@ class Trial:
         """Whether a trial file's stored fingerprint is this trial's, under the rule it was written with."""
         if not stored:
             return False
-        version = int(stored[1:stored.index("-")]) if stored.startswith("v") and "-" in stored else 1
+        version = 1
+        if stored.startswith("v"):
+            prefix = stored.split("-", 1)[0][1:]
+            if not prefix.isdigit():  # not a fingerprint this code writes: a changed trial, not a crash
+                return False
+            version = int(prefix)
         return stored == self.fingerprint(version)
 
 
@@ -110,17 +115,20 @@ class BenchmarkSpec:
         first, so a run stopped early still holds a complete single-seed comparison."""
         out = []
         for dataset in self.datasets:
+            settings = {}  # model -> (config files, config dict): the same for every seed
+            for model in self.models:
+                files = list(self.config_files)
+                extra = self.model_config.get(model)
+                if isinstance(extra, str):
+                    files.append(extra)
+                config = dict(self.config)
+                if isinstance(extra, dict):
+                    config.update(extra)
+                config.update(self.dataset_config.get(dataset, {}))
+                settings[model] = (tuple(files), config)
             for seed in self.seeds:
                 for model in self.models:
-                    files = list(self.config_files)
-                    extra = self.model_config.get(model)
-                    if isinstance(extra, str):
-                        files.append(extra)
-                    config = dict(self.config)
-                    if isinstance(extra, dict):
-                        config.update(extra)
-                    config.update(self.dataset_config.get(dataset, {}))
-                    out.append(Trial(model, dataset, int(seed), tuple(files), config))
+                    out.append(Trial(model, dataset, int(seed), *settings[model]))
         return out
 
     def to_dict(self) -> dict:
