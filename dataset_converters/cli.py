@@ -17,7 +17,8 @@ def _add_common(p, default_name, src_required=True, splits=("original", "random"
     if src_required:
         p.add_argument("--src", required=True, help="directory of the raw files")
     p.add_argument("--out", required=True, help="DATA_DIR: the dataset goes to DATA_DIR/NAME/")
-    p.add_argument("--name", default=default_name, help=f"dataset name (default {default_name})")
+    p.add_argument("--name", default=default_name,
+                   help=f"dataset name (default {default_name or 'the .inter file name'})")
     if splits:
         p.add_argument("--split", choices=splits, default=None,
                        help="fixed split to write (default: original when the raw data has "
@@ -40,6 +41,12 @@ def build_parser():
         help="title embedding: all-MiniLM-L6-v2 if installed (auto), or numpy TF-IDF + SVD")
     sub.choices["microlens"].add_argument("--text-dim", type=int, default=64,
                                           help="dimension of the TF-IDF + SVD text vector")
+    _add_common(sub.add_parser("diffmm", help="DiffMM / MMSSL layout (trnMat/valMat/tstMat.pkl + "
+                                              "image/audio/text_feat.npy), its split kept"),
+                "tiktok-diffmm", splits=())
+    _add_common(sub.add_parser("mmrec", help="MMRec layout (NAME.inter with x_label + "
+                                             "image/text_feat.npy), its split kept"),
+                None, splits=())
     _add_common(sub.add_parser("ml100k", help="RecBole's bundled ml-100k (no --src needed)"),
                 "mm-ml-100k", src_required=False, splits=())
     syn = sub.add_parser("synthetic", help="generate raw MMGCN-layout data at a real shape")
@@ -62,6 +69,14 @@ def _convert(args):
         from dataset_converters.ml100k import convert_ml100k
 
         ds = convert_ml100k(name=args.name)
+    elif args.kind == "diffmm":
+        from dataset_converters.diffmm import convert_diffmm
+
+        ds = convert_diffmm(args.src, name=args.name)
+    elif args.kind == "mmrec":
+        from dataset_converters.mmrec import convert_mmrec
+
+        ds = convert_mmrec(args.src, name=args.name)
     elif args.kind == "microlens":
         from dataset_converters.microlens import convert_microlens
 

@@ -75,6 +75,7 @@ class ConvertedDataset:
     splits: dict = None  # {"train"|"valid"|"test": Interactions} for a fixed split
     split_note: str = ""
     notes: list = field(default_factory=list)
+    yaml_extra: list = field(default_factory=list)  # further YAML lines (e.g. the data's own metric)
 
 
 # ----------------------------------------------------------------- formatting
@@ -149,6 +150,7 @@ def dataset_yaml(ds):
                      "   # (list) fixed split: NAME.train/valid/test.inter")
         if ds.split_note:
             lines.append(f"# split: {ds.split_note}")
+    lines += ds.yaml_extra
     return "\n".join(lines) + "\n"
 
 

@@ -30,7 +30,16 @@ _ALLOWED_GLOBALS = {
     for core in ("core", "_core")
     for module in ("multiarray", "_multiarray_umath")
     for name in ("_reconstruct", "scalar")
-} | {("numpy", "ndarray"), ("numpy", "dtype")}
+} | {("numpy", "ndarray"), ("numpy", "dtype")} | {
+    # protocol-5 pickles rebuild arrays from an in-band buffer
+    (f"numpy.{core}.numeric", "_frombuffer") for core in ("core", "_core")
+}
+
+# The class paths under which scipy has pickled a COO matrix: ``scipy.sparse.coo``
+# (scipy < 1.8, the DiffMM files) and ``scipy.sparse._coo`` (today). They are never
+# imported: the pickle rebuilds a plain :class:`PickledCOO` holding the state dict.
+_COO_CLASSES = {("scipy.sparse.coo", "coo_matrix"), ("scipy.sparse._coo", "coo_matrix"),
+                ("scipy.sparse._coo", "coo_array")}
 
 
 def _latin1_encode(text, encoding="latin1", errors="strict"):
@@ -49,6 +58,65 @@ class RestrictedUnpickler(pickle.Unpickler):
         if (module, name) == ("_codecs", "encode"):
             return _latin1_encode
         raise pickle.UnpicklingError(f"refused global {module}.{name}")
+
+
+class PickledCOO:
+    """Stand-in for scipy's COO class inside a pickle: it only stores the state dict."""
+
+    def __setstate__(self, state):
+        if not isinstance(state, dict):
+            raise pickle.UnpicklingError("COO matrix state is not a dict")
+        self.state = state
+
+
+class COOUnpickler(RestrictedUnpickler):
+    """:class:`RestrictedUnpickler` that also admits scipy's COO class, as :class:`PickledCOO`."""
+
+    def find_class(self, module, name):
+        if (module, name) in _COO_CLASSES:
+            return PickledCOO
+        return super().find_class(module, name)
+
+
+def load_coo_pickle(path):
+    """A pickled ``scipy.sparse.coo_matrix`` -> ``(row, col, data, (n_rows, n_cols))``.
+
+    Only a COO matrix of numpy arrays is accepted (by either of scipy's class paths);
+    no scipy code runs while reading, and anything else in the pickle is refused with
+    one :class:`ConversionError` naming the file.
+    """
+    path = require_file(path)
+    try:
+        with open(path, "rb") as f:
+            obj = COOUnpickler(f).load()
+    except pickle.UnpicklingError as e:
+        raise ConversionError(f"{path}: unsafe or corrupt pickle ({e}); only a pickled "
+                              "scipy.sparse.coo_matrix of numpy arrays is accepted") from None
+    except Exception as e:  # truncated file, bad opcode, ...
+        raise ConversionError(f"{path}: not a readable pickle ({type(e).__name__}: {e})") from None
+    if not isinstance(obj, PickledCOO) or not hasattr(obj, "state"):
+        raise ConversionError(f"{path}: holds a {type(obj).__name__}, expected a pickled "
+                              "scipy.sparse.coo_matrix")
+    state = obj.state
+    if "coords" in state:  # scipy >= 1.13 keeps (row, col) as one tuple
+        coords = state["coords"]
+        row, col = coords if isinstance(coords, tuple) and len(coords) == 2 else (None, None)
+    else:
+        row, col = state.get("row"), state.get("col")
+    data, shape = state.get("data"), state.get("_shape", state.get("shape"))
+    arrays_ok = all(isinstance(a, np.ndarray) and a.ndim == 1 for a in (row, col, data))
+    if not arrays_ok or not (len(row) == len(col) == len(data)):
+        raise ConversionError(f"{path}: the COO matrix has no row / col / data arrays of equal "
+                              "length")
+    if not (isinstance(shape, tuple) and len(shape) == 2
+            and all(isinstance(v, (int, np.integer)) and v >= 0 for v in shape)):
+        raise ConversionError(f"{path}: the COO matrix has no valid 2-d shape ({shape!r})")
+    if not (np.issubdtype(row.dtype, np.integer) and np.issubdtype(col.dtype, np.integer)):
+        raise ConversionError(f"{path}: row / col indices are not integers "
+                              f"({row.dtype}, {col.dtype})")
+    if not np.issubdtype(data.dtype, np.number):
+        raise ConversionError(f"{path}: values are not numeric ({data.dtype})")
+    return row.astype(np.int64), col.astype(np.int64), data, (int(shape[0]), int(shape[1]))
 
 
 def restricted_loads(data):
