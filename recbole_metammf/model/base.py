@@ -13,6 +13,8 @@ score a batch without computing every item (MetaMMF_MF does).
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import torch
 
 from recbole.model.abstract_recommender import GeneralRecommender
@@ -77,8 +79,17 @@ class MultimodalRecommender(GeneralRecommender):
 
     def _eval_tensors(self):
         if self.restore_user_e is None or self.restore_item_e is None:
-            self.restore_user_e, self.restore_item_e = self.compute_all()
+            # view_as: an nn.Parameter (MetaMMF_MF's user table) assigned to a module attribute would be
+            # registered as a parameter and saved in checkpoints under the cache's name
+            self.restore_user_e, self.restore_item_e = (t.view_as(t) for t in self.compute_all())
         return self.restore_user_e, self.restore_item_e
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        # checkpoints saved before the fix above may hold the cache as a parameter: not model state
+        kept = OrderedDict((k, v) for k, v in state_dict.items() if k not in self.other_parameter_name)
+        if hasattr(state_dict, "_metadata"):
+            kept._metadata = state_dict._metadata
+        return super().load_state_dict(kept, strict=strict, assign=assign)
 
     def predict(self, interaction):
         user_all, item_all = self._eval_tensors()
