@@ -203,3 +203,46 @@ def test_models_learn_what_features_decide(planted):
     assert pop < 0.1
     assert mf > pop + 0.1, (mf, pop)
     assert gcn > pop + 0.1, (gcn, pop)
+
+
+@pytest.mark.parametrize("model,extra", [
+    ("MetaMMF_MF", {}),
+    ("MetaMMF_GCN", {}),
+    ("MetaMMF_GCN", {"propagation": "lightgcn"}),
+    ("VBPR", {"reg_weight": 0.0}),
+])
+def test_content_reg_weight_adds_embloss_of_the_scored_vectors(planted, model, extra):
+    """loss(w) - loss(0) = w * EmbLoss(user vectors, whole item vectors) of the batch: the
+    scored vectors for MF-style models, the vectors before propagation for MetaMMF_GCN."""
+    from recbole.model.loss import EmbLoss
+
+    root, name = planted
+    _, net, train, _ = build_model(model, root, name, content_reg_weight=0.0, **extra)
+    net.train()
+    batch = next(iter(train)).to(net.device)
+    users, pos, neg = batch[net.USER_ID], batch[net.ITEM_ID], batch[net.NEG_ITEM_ID]
+
+    def loss(w):
+        net.content_reg_weight = w
+        torch.manual_seed(0)  # the same dropout masks in both calls
+        return net.calculate_loss(batch)
+
+    w = 0.3
+    diff = loss(w) - loss(0.0)
+    with torch.no_grad():
+        torch.manual_seed(0)
+        if model == "MetaMMF_GCN":
+            ego = torch.cat([net.user_embedding.weight, net.item_representation()], dim=0)
+            vecs = [ego[users], ego[net.n_users + pos], ego[net.n_users + neg]]
+        else:
+            u_e, (p_e, n_e) = net.batch_embeddings(users, [pos, neg])
+            vecs = [u_e[:, :-1] if model == "VBPR" else u_e, p_e, n_e]
+        expected = w * EmbLoss()(*vecs).squeeze()
+    assert expected > 0
+    assert torch.allclose(diff, expected, rtol=1e-4, atol=1e-6)
+    # the penalty reaches the fusion network (MetaMMF) / the content projection (VBPR)
+    net.zero_grad()
+    net.content_reg_weight = w
+    (loss(w) - loss(0.0)).backward()
+    content_param = net.projection.weight if model == "VBPR" else net.fusion.layers[-1].M
+    assert content_param.grad is not None and content_param.grad.abs().sum() > 0

@@ -97,17 +97,19 @@ class MetaFusionLayer(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        # Xavier on M; the item-specific part starts near zero (the released code's
-        # Xavier on T viewed as (d_s, in*out) has a huge fan), so training starts
-        # from one shared fusion and learns per-item deviations from it.
+        # As the reference code (SPEC section 3, Initialisation): Xavier-uniform on M.
+        # full: Xavier on T viewed as (d_s, in*out), whose huge fan starts the item-specific
+        # part near zero, so training starts from one shared fusion.
+        # cp / collapsed: each factor A, B, C Xavier-uniform at its own shape, no extra
+        # down-scaling of C (the product of three factors already starts small).
         nn.init.xavier_uniform_(self.M)
-        small = math.sqrt(6.0 / (self.meta_dim + self.in_dim * self.out_dim))
         if self.form == "full":
-            nn.init.uniform_(self.T, -small, small)
+            bound = math.sqrt(6.0 / (self.meta_dim + self.in_dim * self.out_dim))
+            nn.init.uniform_(self.T, -bound, bound)
         else:
             nn.init.xavier_uniform_(self.A)
             nn.init.xavier_uniform_(self.B)
-            nn.init.uniform_(self.C, -small, small)
+            nn.init.xavier_uniform_(self.C)
 
     def num_parameters_formula(self) -> int:
         """Parameter count by the paper's formulas."""

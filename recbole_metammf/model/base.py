@@ -35,6 +35,7 @@ class MultimodalRecommender(GeneralRecommender):
 
         # load parameters info
         self.reg_weight = config["reg_weight"] if "reg_weight" in config else 0.0
+        self.content_reg_weight = config["content_reg_weight"] if "content_reg_weight" in config else 0.0
 
         # define loss
         self.bpr_loss = BPRLoss()
@@ -59,6 +60,15 @@ class MultimodalRecommender(GeneralRecommender):
         """Ego embeddings that ``reg_weight`` penalises; override in a subclass."""
         return []
 
+    def content_reg_embeddings(self, users, items_list, user_e, item_e_list) -> list[torch.Tensor]:
+        """What ``content_reg_weight`` penalises: the representations that carry the item content.
+
+        ``user_e`` / ``item_e_list`` are the batch's scored vectors. Default: those vectors
+        themselves (the user and the whole item vector, content included, as MMRec's BPR-family
+        models regularise); a graph model returns its vectors before propagation instead.
+        """
+        return [user_e, *item_e_list]
+
     # --- RecBole interface --------------------------------------------------
     def forward(self):
         return self.compute_all()
@@ -75,6 +85,9 @@ class MultimodalRecommender(GeneralRecommender):
             reg = self.reg_embeddings(users, [pos, neg])
             if reg:
                 loss = loss + self.reg_weight * self.reg_loss(*reg).squeeze()  # EmbLoss returns shape [1]
+        if self.content_reg_weight > 0:
+            reg = self.content_reg_embeddings(users, [pos, neg], u_e, [pos_e, neg_e])
+            loss = loss + self.content_reg_weight * self.reg_loss(*reg).squeeze()
         return loss
 
     def _eval_tensors(self):

@@ -59,6 +59,7 @@ class MetaMMF_GCN(MultimodalRecommender):
         adj = bipartite_adjacency(dataset)
         kind = "mean" if self.propagation == "sage" else "sym"
         self.adj = SparseGraph(normalise(adj, kind))
+        self._ego = None  # [U+I, d] vectors before propagation of the current training step
 
     def item_representation(self) -> torch.Tensor:
         content = self.fusion(self.modalities.per_modality())  # [n_items, fused]; blocks: see MetaFusionNetwork.forward
@@ -66,6 +67,7 @@ class MetaMMF_GCN(MultimodalRecommender):
 
     def compute_all(self):
         h = torch.cat([self.user_embedding.weight, self.item_representation()], dim=0)  # [U+I, d]
+        self._ego = h if self.training else None  # the vectors before propagation, for content_reg_weight
         if self.propagation == "lightgcn":
             h = lightgcn_propagate(h, self.adj, self.n_layers)
         else:
@@ -78,3 +80,8 @@ class MetaMMF_GCN(MultimodalRecommender):
 
     def reg_embeddings(self, users, items_list):
         return [self.user_embedding(users)] + [self.item_id_embedding(i) for i in items_list]
+
+    def content_reg_embeddings(self, users, items_list, user_e, item_e_list):
+        # the user's and items' vectors before propagation (the item's is [e^m ; e^c], content included)
+        ego = self._ego
+        return [ego[users]] + [ego[self.n_users + items] for items in items_list]

@@ -66,6 +66,11 @@ class VBPR(MultimodalRecommender):
         # only the batch's items: no need to project every item's content per step
         return self.user_representation(users), [self.item_representation(items) for items in items_list]
 
+    def content_reg_embeddings(self, users, items_list, user_e, item_e_list):
+        # [gamma_u ; theta_u] and [gamma_i ; E f_i ; beta_i + beta'.f_i]: the scored vectors without
+        # the user's constant 1
+        return [user_e[:, :-1], *item_e_list]
+
     def reg_embeddings(self, users, items_list):
         reg = [self.user_id_embedding(users), self.user_content_embedding(users)]
         for items in items_list:
