@@ -1,0 +1,98 @@
+"""Choose ``content_reg_weight`` on the *validation* split (issue: the fused content must not
+starve the ID half).
+
+For each weight, every model and dataset is trained once (seed 2020) through the benchmark
+runner (Ray trials, resumable: rerunning the command skips finished trials), early-stopped
+on the dataset's validation metric; the table of best validation scores is written to
+``benchmarks/content_reg_validation.md``. Test metrics are stored in the trial files but
+never used for the choice.
+
+    python -m dataset_converters diffmm --src ../shared/data/tiktok-diffmm --out dataset --name tiktok-diffmm
+    python benchmarks/select_content_reg.py            # all of it (resumes)
+    python benchmarks/select_content_reg.py --report   # only rewrite the table from the trial files
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+sys.path.insert(0, REPO)
+
+WEIGHTS = [0.0, 0.01, 0.1, 1.0]
+MODELS = ["MetaMMF_MF", "MetaMMF_GCN", "VBPR"]
+DATASETS = ["tiktok-diffmm", "mm-ml-100k"]
+OUT = os.path.join(HERE, "validation", "content_reg")
+TABLE = os.path.join(HERE, "content_reg_validation.md")
+
+
+def out_dir(weight: float) -> str:
+    return os.path.join(OUT, f"w{weight:g}")
+
+
+def run(weights, models, datasets, epochs: int) -> None:
+    import run_benchmark
+
+    for w in weights:
+        argv = ["--models", *models, "--datasets", *datasets, "--seeds", "1", "--out", out_dir(w),
+                "--data_path=dataset", f"--epochs={epochs}", f"--content_reg_weight={w}"]
+        print("python run_benchmark.py " + " ".join(argv), flush=True)
+        run_benchmark.main(argv)
+
+
+def report(weights) -> str:
+    rows = {}
+    for w in weights:
+        for path in sorted(glob.glob(os.path.join(out_dir(w), "trials", "*.json"))):
+            t = json.load(open(path))
+            if t.get("status") != "ok":
+                continue
+            rows[(t["dataset"], t["model"], w)] = t
+    lines = [
+        "# content_reg_weight chosen on validation",
+        "",
+        "Produced by `python benchmarks/select_content_reg.py` (seed 2020, one trial per cell, early",
+        "stopping on the dataset's validation metric: Recall@20 on tiktok-diffmm, NDCG@10 on",
+        "mm-ml-100k; epoch cap 300; every other key the model's default YAML). The cells are the",
+        "**best validation score** (best epoch in brackets); the chosen weight is the one with the",
+        "best mean rank over the datasets. Test metrics are in the trial files",
+        f"(`benchmarks/validation/content_reg/w*/trials/`) and were not looked at for the choice.",
+        "",
+    ]
+    datasets = sorted({d for d, _, _ in rows})
+    for model in MODELS:
+        lines += [f"## {model}", "", "| content_reg_weight | " + " | ".join(datasets) + " |",
+                  "|---|" + "---|" * len(datasets)]
+        for w in weights:
+            cells = []
+            for d in datasets:
+                t = rows.get((d, model, w))
+                cells.append("—" if t is None else f"{t['best_valid_score']:.4f} ({t['best_epoch']})")
+            lines.append(f"| {w:g} | " + " | ".join(cells) + " |")
+        lines.append("")
+    text = "\n".join(lines)
+    with open(TABLE, "w") as f:
+        f.write(text)
+    return text
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--report", action="store_true", help="only rewrite the table")
+    p.add_argument("--weights", type=float, nargs="+", default=WEIGHTS)
+    p.add_argument("--models", nargs="+", default=MODELS)
+    p.add_argument("--datasets", nargs="+", default=DATASETS)
+    p.add_argument("--epochs", type=int, default=300)
+    args = p.parse_args(argv)
+    if not args.report:
+        run(args.weights, args.models, args.datasets, args.epochs)
+    print(report(args.weights))
+
+
+if __name__ == "__main__":
+    main()
