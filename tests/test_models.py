@@ -246,3 +246,19 @@ def test_content_reg_weight_adds_embloss_of_the_scored_vectors(planted, model, e
     (loss(w) - loss(0.0)).backward()
     content_param = net.projection.weight if model == "VBPR" else net.fusion.layers[-1].M
     assert content_param.grad is not None and content_param.grad.abs().sum() > 0
+
+
+def test_metammf_gcn_sage_layers_start_as_the_references_pyg_sageconv(planted):
+    """The reference's PyG SAGEConv keeps torch's Linear init: weights U(±1/sqrt(in)), the neighbour
+    branch's bias U(±1/sqrt(in)) (not zero), no bias on the root branch; ID tables Xavier."""
+    root, name = planted
+    _, net, _, _ = build_model("MetaMMF_GCN", root, name)
+    for conv in net.convs:
+        bound = 1 / conv.lin_neigh.in_features ** 0.5
+        for w in (conv.lin_neigh.weight, conv.lin_root.weight):
+            assert 0.9 * bound < w.abs().max() <= bound
+            assert abs(w.std() / (bound / 3**0.5) - 1) < 0.15
+        assert conv.lin_root.bias is None
+        assert 0 < conv.lin_neigh.bias.abs().max() <= bound
+    u = net.user_embedding.weight
+    assert abs(u.std() / (2 / sum(u.shape)) ** 0.5 - 1) < 0.1  # Xavier variance 2 / (fan_in + fan_out)

@@ -99,6 +99,11 @@ class SAGEConv(nn.Module):
         self.lin_neigh = nn.Linear(in_dim, out_dim, bias=True)
         self.lin_root = nn.Linear(in_dim, out_dim, bias=False)
 
+    def reset_parameters(self) -> None:
+        """torch's Linear init (Kaiming-uniform weights, bias U(±1/sqrt(in))), as PyG's SAGEConv."""
+        self.lin_neigh.reset_parameters()
+        self.lin_root.reset_parameters()
+
     def forward(self, h: torch.Tensor, mean_adj: SparseGraph) -> torch.Tensor:
         return self.lin_neigh(mean_adj(h)) + self.lin_root(h)  # [N, out]
 

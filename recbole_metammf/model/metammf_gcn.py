@@ -53,6 +53,8 @@ class MetaMMF_GCN(MultimodalRecommender):
         if self.propagation == "sage" and len(self.dropouts) != len(self.convs):
             raise ValueError(f"dropout needs one value per SAGE layer ({len(self.convs)}), got {self.dropouts}")
         self.apply(xavier_normal_initialization)
+        for conv in self.convs:  # the reference's PyG SAGEConv keeps torch's Linear init
+            conv.reset_parameters()
         self.fusion = MetaFusionNetwork.from_config(config, self.modalities.output_dim)
 
         # the graph, built once
