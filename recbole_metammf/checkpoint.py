@@ -53,13 +53,21 @@ def checkpoint_model_name(state: dict) -> str:
     return str(state["config"]["model"])
 
 
-def load_checkpoint(path: str) -> Loaded:
-    """Config, model (in eval mode, on the config's device), dataset and the three splits."""
+def load_checkpoint(path: str, models: tuple[str, ...] | None = None, purpose: str = "this tool") -> Loaded:
+    """Config, model (in eval mode, on the config's device), dataset and the three splits.
+
+    ``models``: the model names ``purpose`` can read; any other is refused before the dataset
+    is built.
+    """
     import recbole_metammf  # noqa: F401  (plugin models, metrics and the weights-only loading path)
     from recbole.quick_start import load_data_and_model
 
     state = read_checkpoint(path)
     config = state["config"]
+    if models is not None and checkpoint_model_name(state) not in models:
+        raise CheckpointError(
+            f"{path}: holds a {checkpoint_model_name(state)} model; {purpose} reads {' / '.join(models)} checkpoints"
+        )
     data_dir = config["data_path"]  # RecBole's final data_path: {data_path}/{dataset}
     if not os.path.isdir(data_dir):
         raise CheckpointError(
