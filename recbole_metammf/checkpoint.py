@@ -74,9 +74,6 @@ def load_checkpoint(path: str, models: tuple[str, ...] | None = None, purpose: s
             f"{path}: its dataset '{config['dataset']}' is not at {data_dir} (the data_path it was "
             f"trained with, taken from {os.getcwd()} when relative): run from the training directory"
         )
-    # RecBole's Config.__init__ restores numpy's removed aliases (np.float, ...) that its dataset
-    # loading uses; a Config unpickled from a checkpoint in a fresh process has not run it
-    config.compatibility_settings()
     del state
     try:
         config, model, dataset, train, valid, test = load_data_and_model(path)

@@ -43,17 +43,27 @@ Every change RecBole needs to run this plugin sits here, each with its reason.
    (the ranks of a multi-process run, parallel trials in one folder) can fail with
    ``FileExistsError: ./log``. Every module that imported it gets a version that
    creates with ``exist_ok=True``.
+
+6. **Cold-item evaluation data.** RecBole's evaluation collector gathers, per batch
+   of users, only what its own metrics need. The plugin's ``ColdRecall`` / ``ColdNDCG``
+   (``metrics.py``) need two more entries, added to the collector when those metrics are
+   configured: ``data.cold_items`` (the items with no training interaction, taken from the
+   training split where RecBole collects ``data.count_items``, at the start of ``fit``) and
+   ``rec.cold_topk`` (per batch, from the same scores as ``rec.topk``; dropped after each
+   evaluation as RecBole drops its own ``rec.*`` entries). No extra scoring pass.
 """
 
 from __future__ import annotations
 
 import os
+from logging import getLogger
 
 import numpy as np
 import torch
 
 from recbole.config import configurator
 from recbole.config.configurator import Config
+from recbole.evaluator.collector import Collector
 from recbole.trainer import trainer as recbole_trainer
 from recbole.utils import EvaluatorType, InputType, ModelType, get_model
 
@@ -104,6 +114,7 @@ def rebuild_config(state: dict) -> Config:
     config.__dict__.update(state)
     config.yaml_loader = config._build_yaml_loader()
     config.model_class = get_model(state["model"])
+    config.compatibility_settings()  # numpy's removed aliases that RecBole's loaders use (Config.__init__ sets them)
     return config
 
 
@@ -223,6 +234,42 @@ def _patch_ensure_dir() -> None:
             module.ensure_dir = ensure_dir
 
 
+# ----------------------------------------------------------------------------
+# 6. cold-item evaluation data
+# ----------------------------------------------------------------------------
+def _data_collect(self, train_data, _orig=Collector.data_collect):
+    _orig(self, train_data)
+    if self.register.need("data.cold_items"):
+        from recbole_metammf.metrics import cold_items_mask
+
+        dataset = train_data.dataset
+        self.data_struct.set("data.cold_items", cold_items_mask(dataset.item_counter, dataset.item_num))
+
+
+def _eval_batch_collect(self, scores_tensor, interaction, positive_u, positive_i, _orig=Collector.eval_batch_collect):
+    _orig(self, scores_tensor, interaction, positive_u, positive_i)
+    if self.register.need("rec.cold_topk"):
+        from recbole_metammf.metrics import cold_topk
+
+        if "data.cold_items" not in self.data_struct:  # evaluate() without fit(): no training split seen
+            if not getattr(self, "_cold_warned", False):
+                getLogger().warning(
+                    "ColdRecall / ColdNDCG left out: they need the training split; call "
+                    "trainer.eval_collector.data_collect(train_data) before trainer.evaluate (Trainer.fit does)"
+                )
+                self._cold_warned = True
+            return
+        cold = self.data_struct["data.cold_items"].to(scores_tensor.device)
+        self.data_struct.update_tensor("rec.cold_topk", cold_topk(scores_tensor, positive_u, positive_i, cold, max(self.topk)))
+
+
+def _get_data_struct(self, _orig=Collector.get_data_struct):
+    struct = _orig(self)
+    if "rec.cold_topk" in self.data_struct:  # per evaluation, as RecBole's own rec.* entries
+        del self.data_struct["rec.cold_topk"]
+    return struct
+
+
 def apply() -> None:
     """Install every workaround above (idempotent)."""
     global _APPLIED
@@ -236,4 +283,7 @@ def apply() -> None:
     recbole_trainer.DistributedDataParallel = _distributed_data_parallel
     torch.serialization.add_safe_globals(_safe_checkpoint_globals())
     _patch_ensure_dir()
+    Collector.data_collect = _data_collect
+    Collector.eval_batch_collect = _eval_batch_collect
+    Collector.get_data_struct = _get_data_struct
     _APPLIED = True
