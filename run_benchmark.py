@@ -3,6 +3,8 @@
     python run_benchmark.py --models MetaMMF_GCN BPR --datasets mm-ml-100k --seeds 3 --out results/NAME [--epochs=50 ...]
     python run_benchmark.py --file bench.yaml --out results/NAME        # the same from a benchmark YAML file
     python run_benchmark.py --report results/NAME                       # rewrite the leaderboards from trial files
+    python run_benchmark.py --file benchmarks/tuned/mm-ml-100k.yaml     # tuned mode (the file has a 'tune' section):
+                                                                        # search each row, then its choice over the seeds
 
 Any other ``--key=value`` sets a RecBole/plugin config key for every trial. Rerunning the
 same command resumes: finished trials are kept, only missing (or failed) ones run.
@@ -38,6 +40,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--focus", default=None, help="model whose improvement the leaderboard's last row shows")
     p.add_argument("--report", metavar="DIR", default=None, help="only (re)write the report of DIR from its trial files")
     p.add_argument("--verbose", action="store_true", help="show the workers' RecBole logs")
+    tuned = p.add_argument_group("tuned mode (recbole_metammf/benchmark/tune.py; on by a benchmark file's 'tune' section)")
+    tuned.add_argument("--tuned", action="store_true",
+                       help="search each model's space (hyper/<MODEL>.hyper) on validation, then run its best config")
+    tuned.add_argument("--configs", type=int, default=None, help="configurations sampled per model (default 8)")
+    tuned.add_argument("--rungs", type=int, nargs="*", default=None, metavar="EPOCHS",
+                       help="successive-halving epoch budgets, e.g. 10 30 (none: every config to early stopping)")
     return p
 
 
@@ -56,9 +64,9 @@ def main(argv=None) -> dict:
     argv = sys.argv[1:] if argv is None else argv
     args, unknown = build_parser().parse_known_args(argv)
     if args.report:
-        from recbole_metammf.benchmark.report import write_report
+        from recbole_metammf.benchmark.tuned_report import write_any_report
 
-        summaries = write_report(args.report, focus=args.focus)
+        summaries = write_any_report(args.report, focus=args.focus)
         for d in summaries:
             print(os.path.join(args.report, d, "leaderboard.md"))
         return summaries
@@ -86,22 +94,32 @@ def main(argv=None) -> dict:
                              seeds=[args.base_seed + i for i in range(args.seeds or 1)],
                              config_files=args.config_files, config=overrides, model_config=model_config)
         default_out = os.path.join("results", "benchmark")
+    if spec.tune or args.tuned or args.configs is not None or args.rungs is not None:
+        from recbole_metammf.benchmark.tune import check_tune_settings
+
+        given = {k: v for k, v in (("configs", args.configs), ("rungs", args.rungs)) if v is not None}
+        spec.tune = check_tune_settings({**spec.tune, **given}, source=args.file or "the command line")
+        if args.file:  # tuned boards live under results/tuned/
+            default_out = os.path.join("results", "tuned", os.path.splitext(os.path.basename(args.file))[0])
     out = args.out or default_out
     command = "python run_benchmark.py " + " ".join(shlex.quote(a) for a in argv)
+    runner = run_benchmark
+    if spec.tune:
+        from recbole_metammf.benchmark.tune import run_tuned as runner
     try:
-        summary = run_benchmark(spec, out, ray_address=args.ray_address, cpus_per_trial=args.cpus_per_trial,
-                                force=args.force, retry_failed=args.retry_failed, verbose=args.verbose,
-                                command=command)
+        summary = runner(spec, out, ray_address=args.ray_address, cpus_per_trial=args.cpus_per_trial,
+                         force=args.force, retry_failed=args.retry_failed, verbose=args.verbose, command=command)
     except ChangedTrialError as exc:
         raise SystemExit(str(exc))
     except KeyboardInterrupt:
         raise SystemExit(130)
-    from recbole_metammf.benchmark.report import write_report
+    from recbole_metammf.benchmark.tuned_report import write_any_report
 
     if args.focus:
-        write_report(out, focus=args.focus)
-    print(f"ran {len(summary['ran'])} trial(s) ({len(summary['failed'])} failed), kept {len(summary['skipped'])}; "
-          f"leaderboards in {out}/<dataset>/leaderboard.md")
+        write_any_report(out, focus=args.focus)
+    copied = f", copied {len(summary['reused'])}" if summary.get("reused") else ""
+    print(f"ran {len(summary['ran'])} trial(s) ({len(summary['failed'])} failed), kept {len(summary['skipped'])}"
+          f"{copied}; leaderboards in {out}/<dataset>/leaderboard.md")
     return summary
 
 

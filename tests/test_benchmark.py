@@ -179,7 +179,7 @@ def test_fingerprint_follows_the_plugin_defaults_and_old_trial_files_still_resum
     spec = BenchmarkSpec(models=["MetaMMF_MF", "BPR"], datasets=["d"], seeds=[1])
     mf, bpr = spec.trials()
     before = {t.id: t.fingerprint() for t in (mf, bpr)}
-    assert all(f.startswith("v2-") for f in before.values())
+    assert all(f.startswith("v3-") for f in before.values())
     for t in (mf, bpr):
         store.save_trial(str(out), {"trial_id": t.id, "status": "ok", "fingerprint": before[t.id]})
     assert plan(spec, str(out)) == ([], [mf, bpr])
@@ -195,7 +195,11 @@ def test_fingerprint_follows_the_plugin_defaults_and_old_trial_files_still_resum
     (props / "overall.yaml").write_text((props / "overall.yaml").read_text() + "\nstopping_step: 3\n")
     assert bpr.fingerprint() != before[bpr.id]
 
-    # a trial file from before version 2 (bare 16-hex fingerprint) is checked by the version-1 rule
+    # trial files from before version 3 are checked by the rule they were written under: version 2 ...
+    store.save_trial(str(out), {"trial_id": bpr.id, "status": "ok", "fingerprint": bpr.fingerprint(2)})
+    assert bpr.fingerprint(2).startswith("v2-") and bpr.matches(bpr.fingerprint(2))
+    assert plan(BenchmarkSpec(models=["BPR"], datasets=["d"], seeds=[1]), str(out)) == ([], [bpr])
+    # ... and version 1 (a bare 16-hex fingerprint, from before version 2)
     store.save_trial(str(out), {"trial_id": bpr.id, "status": "ok", "fingerprint": bpr.fingerprint(1)})
     assert len(bpr.fingerprint(1)) == 16 and bpr.matches(bpr.fingerprint(1))
     assert not bpr.matches(mf.fingerprint(1)) and not bpr.matches(None)

@@ -36,7 +36,7 @@ def parse_space(params_file: str) -> dict:
                 continue
             name, kind, rest = line.split(maxsplit=2)
             if kind == "choice":
-                args = yaml.safe_load(rest)
+                args = _choice_values(rest)
                 if not isinstance(args, list):
                     raise ValueError(f"{params_file}: 'choice' needs a list: {line!r}")
             elif kind in ("uniform", "loguniform", "quniform"):
@@ -45,6 +45,20 @@ def parse_space(params_file: str) -> dict:
                 raise ValueError(f"{params_file}: unknown distribution {kind!r} in {line!r}")
             space[name] = (kind, args)
     return space
+
+
+def _choice_values(text: str):
+    """A ``choice`` list as RecBole's HyperTuning reads it (a Python literal: ``[1e-5,'cp',[0.5,0.2]]``).
+
+    ``ast.literal_eval`` is the safe form of the ``eval`` RecBole uses; YAML alone would read ``1e-5``
+    as the *string* '1e-5' (YAML 1.1 floats need a dot), which a model would then fail to multiply.
+    """
+    import ast
+
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return yaml.safe_load(text)  # unquoted words, as a YAML flow list: [cp, full]
 
 
 def _objective(model, dataset, seed, config_file_list, config_dict, points: list):

@@ -36,19 +36,22 @@ def plan(spec: BenchmarkSpec, out_dir: str, force: bool = False, retry_failed: b
     to_run, finished, changed = [], [], []
     for trial in spec.trials():
         record = store.load_trial(out_dir, trial.id)
+        reason = None if record is None else trial.stale_reason(record)
         if record is None:
             to_run.append(trial)
-        elif not trial.matches(record.get("fingerprint")):
-            (to_run if force else changed).append(trial)
+        elif reason:
+            if force:
+                to_run.append(trial)
+            else:
+                changed.append(f"{trial.id} ({reason})")
         elif record["status"] == "failed" and retry_failed:
             to_run.append(trial)
         else:
             finished.append(trial)
     if changed:
-        names = ", ".join(t.id for t in changed)
         raise ChangedTrialError(
-            f"{out_dir} holds trials run under another configuration ({names}); use another --out, "
-            "or --force to run them again and replace their files")
+            f"{out_dir} holds trials run under another configuration, code or data ({', '.join(changed)}); "
+            "use another --out, or --force to run them again and replace their files")
     return to_run, finished
 
 
@@ -175,8 +178,12 @@ def _run_tasks(to_run, out_dir, cpus_per_trial, summary, progress):
 
     Tracker, trial_task = _remote_functions(cpus_per_trial)
     tracker = Tracker.remote()
-    # fingerprints taken now, from the configs the trials start with (not from files edited meanwhile)
-    fingerprints = {t.id: t.fingerprint() for t in to_run}
+    # fingerprints taken now, from the configs, code and data the trials start with (not from files
+    # edited meanwhile)
+    from recbole_metammf.benchmark.spec import fingerprint_of_parts
+
+    parts = {t.id: t.fingerprint_parts() for t in to_run}
+    fingerprints = {t.id: fingerprint_of_parts(parts[t.id]) for t in to_run}
     pending = {trial_task.remote(t, os.getcwd(), cpus_per_trial, tracker): t for t in to_run}
     bar = tqdm(total=len(to_run), desc="trials", unit="trial", disable=not progress, file=sys.stderr,
                bar_format="{desc}: {n_fmt}/{total_fmt} |{bar}| {postfix} [elapsed {elapsed}]")
@@ -190,7 +197,11 @@ def _run_tasks(to_run, out_dir, cpus_per_trial, summary, progress):
                     record = ray.get(ref)
                 except Exception as exc:  # the worker died (OOM, segfault, lost node): recorded, others go on
                     record = _failed_record(trial, f"{type(exc).__name__}: {exc}")
+                record["trial_id"] = trial.id  # a named entry's id carries its row name, not the model's
+                if trial.name:
+                    record["row"] = trial.name
                 record["fingerprint"] = fingerprints[trial.id]
+                record["fingerprint_parts"] = parts[trial.id]
                 record["cpus_per_trial"] = cpus_per_trial
                 store.save_trial(out_dir, record)
                 summary["ran"].append(trial.id)

@@ -199,7 +199,14 @@ def _configs_text(records: list[dict], models: list[str]) -> str:
     return "\n".join(out)
 
 
-def write_dataset_report(out_dir: str, dataset: str, records: list[dict], manifest: dict, focus=None) -> dict:
+def as_rows(records: list[dict]) -> list[dict]:
+    """Records with ``model`` set to their leaderboard row: a named entry's name (``row``), else the model."""
+    return [{**r, "model": r["row"], "recbole_model": r["model"]} if r.get("row") else r for r in records]
+
+
+def write_dataset_report(out_dir: str, dataset: str, records: list[dict], manifest: dict, focus=None,
+                         sections_after_table=None) -> dict:
+    """``sections_after_table``: markdown lines placed under the table and plots (e.g. the tuned mode's)."""
     from recbole_metammf.benchmark.plots import bar_chart, validation_curves
 
     ok = [r for r in records if r["status"] == "ok"]
@@ -223,8 +230,9 @@ def write_dataset_report(out_dir: str, dataset: str, records: list[dict], manife
     note = manifest.get("spec", {}).get("note")
     if note:
         md += [note, ""]
-    md += [table_markdown(summary), "", "![bars](bars.png)", "", "![validation curves](valid_curves.png)", "",
-           "## Protocol", "", _protocol_text(ok[0]), "", "## Dataset", "", _dataset_text(ok[0]), "",
+    md += [table_markdown(summary), "", "![bars](bars.png)", "", "![validation curves](valid_curves.png)", ""]
+    md += list(sections_after_table or [])
+    md += ["## Protocol", "", _protocol_text(ok[0]), "", "## Dataset", "", _dataset_text(ok[0]), "",
            "## Configs", "", "Training settings and each model's hyper-parameters as run (full configs: "
            "`trials/*.json`, key `config`).", "", _configs_text(ok, summary["models"]), ""]
     if failed:
@@ -238,7 +246,7 @@ def write_dataset_report(out_dir: str, dataset: str, records: list[dict], manife
 
 def write_report(out_dir: str, focus: str | None = None) -> dict:
     """(Re)write every dataset's leaderboard and plots from ``out_dir/trials``; ``{dataset: summary}``."""
-    records = store.load_trials(out_dir)
+    records = as_rows(store.load_trials(out_dir))
     manifest = store.load_manifest(out_dir)
     by_dataset = defaultdict(list)
     for r in records:
