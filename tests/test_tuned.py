@@ -225,6 +225,27 @@ def test_changed_code_or_dataset_files_make_trials_stale_and_the_run_refuses_nam
         plan(plain, str(tmp_path / "plain"))
 
 
+def test_failed_search_trials_count_as_worst_and_rerun_only_while_their_rung_is_unused(tmp_path):
+    space = tmp_path / "lr.hyper"
+    space.write_text("learning_rate choice [0.001,0.01,0.05,0.1]\n")
+    spec = BenchmarkSpec(models=["BPR"], datasets=["d"], seeds=[1, 2],
+                         tune={"configs": 4, "rungs": [1], "spaces": {"BPR": str(space)}})
+    out = str(tmp_path / "out")
+    plan = TunedPlan(spec, out)
+    first = plan.step()
+    for a in first:  # configs 0 and 1 failed, 2 scored best
+        plan.attempted.add(a.trial.id)  # as the run loop does when it submits a trial
+        status = "failed" if a.meta["config_index"] < 2 else "ok"
+        plan.put(SEARCH, {**_fake_search_record(a.trial, {2: 0.3, 3: 0.2}.get(a.meta["config_index"], 0.0),
+                                                status=status), **a.meta})
+    retry = TunedPlan(spec, out).step()  # a new run: the failures are retried, nothing else
+    assert [a.trial.id for a in retry] == ["d__BPR__cfg0__r0", "d__BPR__cfg1__r0"]
+    same_run = plan.step()  # in the run that saw them fail they count as the worst: 2 and 3 go on
+    assert [(a.meta["config_index"], a.meta["rung"]) for a in same_run] == [(2, 1), (3, 1)]
+    plan.put(SEARCH, {**_fake_search_record(same_run[0].trial, 0.31), **same_run[0].meta})
+    assert [a.trial.id for a in TunedPlan(spec, out).step()] == ["d__BPR__cfg3__r1"]  # rung 0 was used
+
+
 # --- a tiny tuned run end to end -----------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def local_ray():

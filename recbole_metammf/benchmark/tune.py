@@ -22,8 +22,10 @@ Every search trial is a file ``search/<dataset>__<row>__cfg<k>__r<rung>.json`` h
 configuration and its row's search space; final trials are ``trials/<dataset>__<row>__seed<s>.json``, as in
 a plain benchmark. The plan is recomputed from these files after every finished trial, so a run killed at
 any moment resumes at the granularity of one search trial, and :mod:`.tuned_report` writes the leaderboard
-from the files alone. A failed search trial counts as the worst score and is not retried (delete its file to
-retry it); a failed final trial is retried by the next run, as in plain mode.
+from the files alone. A failed search trial counts as the worst score; the next run retries it only while
+nothing has used its rung's outcome yet (no later rung and no final trial of its row exists: e.g. every
+trial failed because the data were missing); delete its file to retry it later. A failed final trial is
+retried by the next run, as in plain mode.
 """
 
 from __future__ import annotations
@@ -254,10 +256,26 @@ class TunedPlan:
                 return "missing"
             self.stale[(sub, trial.id)] = reason
             return "stale"
-        if record.get("status") != "ok" and sub != SEARCH and self.retry_failed and trial.id not in self.attempted:
-            return "missing"
+        if record.get("status") != "ok" and self.retry_failed and trial.id not in self.attempted:
+            # a failed final trial runs again; a failed search trial only while its rung's outcome is unused
+            if sub != SEARCH or not self._advanced(trial.dataset, trial.row, int(trial.tag.rsplit("__r", 1)[1])):
+                return "missing"
         self.done.add((sub, trial.id))
         return "done"
+
+    def _advanced(self, dataset: str, row: str, rung: int) -> bool:
+        """Whether the search of (dataset, row) went past ``rung``: a later rung's or a final trial's file exists."""
+        prefix = f"{dataset}__{row}__"
+        for sub in (SEARCH, store.TRIALS):
+            directory = os.path.join(self.out_dir, sub)
+            for name in os.listdir(directory) if os.path.isdir(directory) else []:
+                if not name.startswith(prefix) or not name.endswith(".json"):
+                    continue
+                tag = name[len(prefix):-5]
+                if sub == store.TRIALS or ("__r" in tag and tag.rsplit("__r", 1)[1].isdigit()
+                                           and int(tag.rsplit("__r", 1)[1]) > rung):
+                    return True
+        return False
 
     # the plan ------------------------------------------------------------------------------------
     def step(self) -> list[Action]:

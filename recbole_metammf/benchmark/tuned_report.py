@@ -114,8 +114,12 @@ def tuning_section(dataset: str, rows: list[str], finals: list[dict], search: li
         failed = f", {s['search_failed']} failed" if s["search_failed"] else ""
         finals_cell = f"{s['finals']} ({s['finals_last_epoch']})" + (f", {s['finals_failed']} failed" if s["finals_failed"] else "")
         valid = f"{s['chosen_valid']:.4f}" if isinstance(s["chosen_valid"], (int, float)) else "-"
-        chosen = f"#{s['chosen_index']}: {_fmt_params(s['chosen'])}" if s["chosen"] is not None else (
-            "search in progress" if s["finals"] == 0 else "-")
+        if s["chosen"] is not None:
+            chosen = f"#{s['chosen_index']}: {_fmt_params(s['chosen'])}"
+        elif s["search_trials"] and s["search_failed"] == s["search_trials"]:
+            chosen = "every search trial failed (see search.md)"
+        else:
+            chosen = "search in progress"
         lines.append(f"| {row} | {s['model']} | {s['configs_tried']} | {s['search_trials']} ({s['search_epochs']}){failed} "
                      f"| {chosen} | {valid} | {_fmt_time(s['search_time_s'])} | {_fmt_time(s['final_time_s'])} "
                      f"| {finals_cell} |")
