@@ -13,6 +13,17 @@ from dataset_converters.safe_io import ConversionError
 KINDS_MMGCN = ("movielens", "tiktok", "kwai")
 
 
+def _share(text):
+    """argparse type of --cold-items: a share strictly between 0 and 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be a share between 0 and 1 (exclusive), got {text!r}")
+    return value
+
+
 def _add_common(p, default_name, src_required=True, splits=("original", "random")):
     if src_required:
         p.add_argument("--src", required=True, help="directory of the raw files")
@@ -26,6 +37,9 @@ def _add_common(p, default_name, src_required=True, splits=("original", "random"
         p.add_argument("--seed", type=int, default=2020, help="seed of the random split")
         p.add_argument("--pca", type=int, default=None, metavar="DIM",
                        help="reduce every dense modality to DIM with a deterministic PCA")
+    p.add_argument("--cold-items", dest="cold_items", type=_share, default=None, metavar="SHARE",
+                   help="hold out SHARE (e.g. 0.1) of the items entirely: their interactions go to "
+                        "valid and test only (a cold-start benchmark; converters that write the split)")
 
 
 def build_parser():
@@ -65,6 +79,11 @@ def _convert(args):
         from dataset_converters.synthetic import generate
 
         return generate(args.like, args.out, scale=args.scale, seed=args.seed)
+    if args.cold_items is not None and args.kind in ("ml100k", "diffmm", "mmrec"):
+        why = ("ml100k writes no split (RecBole splits it by eval_args)" if args.kind == "ml100k"
+               else f"{args.kind} keeps the data's own split")
+        raise ConversionError(f"{getattr(args, 'src', None) or args.kind}: --cold-items needs a split "
+                              f"the converter writes; {why}")
     if args.kind == "ml100k":
         from dataset_converters.ml100k import convert_ml100k
 
@@ -82,12 +101,12 @@ def _convert(args):
 
         ds = convert_microlens(args.src, name=args.name, split=args.split or "random",
                                seed=args.seed, pca=args.pca, text=args.text,
-                               text_dim=args.text_dim)
+                               text_dim=args.text_dim, cold_items=args.cold_items)
     else:
         from dataset_converters.mmgcn import convert_mmgcn
 
         ds = convert_mmgcn(args.kind, args.src, name=args.name, split=args.split,
-                           seed=args.seed, pca=args.pca)
+                           seed=args.seed, pca=args.pca, cold_items=args.cold_items)
     path = write_dataset(ds, args.out)
     return summary(ds, path, args.out)
 

@@ -22,7 +22,7 @@ import pandas as pd
 from dataset_converters.pca import pca_reduce
 from dataset_converters.recbole_files import ConvertedDataset, Interactions, Modality
 from dataset_converters.safe_io import ConversionError, require_file
-from dataset_converters.splits import chrono_parts, random_parts
+from dataset_converters.splits import chrono_parts, cold_note, random_parts, split_with_cold_items
 from dataset_converters.text import minilm_available, minilm_embed, tfidf_svd, words
 
 PAIRS = "MicroLens-50k_pairs.tsv"
@@ -91,8 +91,9 @@ def text_vectors(titles, method, dim, seed):
 
 
 def convert_microlens(src, name="microlens", split="random", seed=2020, pca=None,
-                      text="auto", text_dim=64):
-    """Convert MicroLens-50k in ``src`` into a ConvertedDataset with a fixed split."""
+                      text="auto", text_dim=64, cold_items=None):
+    """Convert MicroLens-50k in ``src`` into a ConvertedDataset with a fixed split
+    (``cold_items``: share of the items held out of training)."""
     src = Path(src)
     inter = read_pairs(src / PAIRS)
     item_ids, titles = read_titles(src / TITLES)
@@ -104,7 +105,16 @@ def convert_microlens(src, name="microlens", split="random", seed=2020, pca=None
     if pca is not None and pca < vectors.shape[1]:
         how = f"{how}, PCA {vectors.shape[1]} -> {pca}"
         vectors = pca_reduce(vectors, pca)
-    which = chrono_parts(inter.user) if split == "chrono" else random_parts(inter.user, seed)
+    def warm_parts(users):
+        return chrono_parts(users) if split == "chrono" else random_parts(users, seed)
+
+    note = ("chronological per-user 8:1:1" if split == "chrono" else f"random per-user 8:1:1, seed {seed}")
+    if cold_items is None:
+        which = warm_parts(inter.user)
+    else:
+        which, held = split_with_cold_items(inter.user, inter.item, lambda warm: warm_parts(inter.user[warm]),
+                                            cold_items, seed)
+        note = f"{note}; {cold_note(which, inter.item, held)}"
     parts = {p: inter.take(which == k) for k, p in enumerate(("train", "valid", "test"))}
     return ConvertedDataset(
         name=name,
@@ -115,6 +125,5 @@ def convert_microlens(src, name="microlens", split="random", seed=2020, pca=None
                     Modality("hashtag", "token_seq", [hashtags(t) for t in titles],
                              "title hashtags, one token each")],
         splits=parts,
-        split_note=("chronological per-user 8:1:1" if split == "chrono"
-                    else f"random per-user 8:1:1, seed {seed}"),
+        split_note=note,
     )

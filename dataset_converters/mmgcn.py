@@ -26,7 +26,7 @@ import numpy as np
 from dataset_converters.pca import pca_reduce
 from dataset_converters.recbole_files import ConvertedDataset, Interactions, Modality
 from dataset_converters.safe_io import ConversionError, load_array, load_npy, require_file
-from dataset_converters.splits import random_parts
+from dataset_converters.splits import cold_note, random_parts, split_with_cold_items
 
 MODALITIES = ("visual", "acoustic", "textual")
 _SAMPLE_PREFIX = {"visual": "v", "acoustic": "a", "textual": "t"}
@@ -266,20 +266,32 @@ def _apply_pca(mods, dim):
             m.values = pca_reduce(m.values, dim)
 
 
-def convert_layout(spec, src, name=None, split=None, seed=2020, pca=None):
-    """Convert ``src`` (full or sample layout of ``spec.kind``) into a ConvertedDataset."""
+def convert_layout(spec, src, name=None, split=None, seed=2020, pca=None, cold_items=None):
+    """Convert ``src`` (full or sample layout of ``spec.kind``) into a ConvertedDataset.
+
+    ``cold_items``: share of the items held out of training (random split only).
+    """
     src = Path(src)
     layout = detect_layout(src)
     split = _pick_split(split, layout, src)
+    if cold_items is not None and split != "random":
+        raise ConversionError(f"{src}: --cold-items needs a split the converter writes; the authors' "
+                              "original split is the data's own (add --split random)")
     mods, n_items = load_features(_feature_paths(src, layout, spec))
     if layout == "full":
         inter, parts = load_full(src, n_items)
     else:
         inter, parts = load_sample(src, n_items)
     if split == "random":
-        which = random_parts(inter.user, seed)
-        parts = {p: inter.take(which == k) for k, p in enumerate(("train", "valid", "test"))}
         note = f"random per-user 8:1:1, seed {seed}"
+        if cold_items is None:
+            which = random_parts(inter.user, seed)
+        else:
+            which, held = split_with_cold_items(inter.user, inter.item,
+                                                lambda warm: random_parts(inter.user[warm], seed),
+                                                cold_items, seed)
+            note = f"{note}; {cold_note(which, inter.item, held)}"
+        parts = {p: inter.take(which == k) for k, p in enumerate(("train", "valid", "test"))}
     else:
         note = "the authors' original train / val / test"
     _apply_pca(mods, pca)

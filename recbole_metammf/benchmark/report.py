@@ -25,7 +25,9 @@ from scipy import stats
 
 from recbole_metammf.benchmark import store
 
-SHORT = {"precision": "P", "recall": "R", "ndcg": "NDCG", "hr": "HR", "hit": "Hit", "mrr": "MRR", "map": "MAP"}
+SHORT = {"precision": "P", "recall": "R", "ndcg": "NDCG", "hr": "HR", "hit": "Hit", "mrr": "MRR", "map": "MAP",
+         "coldrecall": "cold R", "coldndcg": "cold NDCG"}
+COLD_METRICS = ("coldrecall", "coldndcg")  # recbole_metammf.metrics: only items with no training interaction count
 
 
 def column_label(key: str) -> str:
@@ -157,7 +159,11 @@ def _protocol_text(record: dict) -> str:
         f"* Candidates: `mode: {ea.get('mode')}`"
         + (" = full ranking over all items except the user's training items." if _is_full(ea.get("mode")) else "."),
         f"* Metrics: {', '.join(p['metrics'])} at K = {', '.join(map(str, p['topk']))}, averaged over test users "
-        "(HR = total hits / total test interactions, the paper's micro recall).",
+        "(HR = total hits / total test interactions, the paper's micro recall)."
+        + (" *cold* columns (ColdRecall, ColdNDCG): the same full ranking, but only the user's test items with no "
+           "training interaction count as relevant, averaged over the users who have one; a model with item "
+           "content scores such items as its `cold_item_id` says."
+           if any(m.lower() in COLD_METRICS for m in p["metrics"]) else ""),
         f"* Model selection: the epoch with the best validation `{p['valid_metric']}` (evaluated every "
         f"{t.get('eval_step')} epoch(s), early stop after {t.get('stopping_step')} evaluations without "
         "improvement); its checkpoint is reloaded and evaluated once on the test split. Numbers are test results.",

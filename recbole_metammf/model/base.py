@@ -9,12 +9,21 @@
 A subclass implements :meth:`compute_all` (all users' and all items'
 final representations) and may override :meth:`batch_embeddings` when it can
 score a batch without computing every item (MetaMMF_MF does).
+
+**Cold items** (no interaction in the training split the model is built on) are trained
+only as sampled negatives, so their ID vectors are pushed down, not learned.
+``cold_item_id`` (model YAML) says what a model that has item content uses for them
+*when evaluating or serving* (training is unchanged): ``none`` their trained ID vectors
+(as an ID-only model), ``zero`` no ID vector (the item is scored from its content),
+``mean`` the mean ID vector of the warm items. A model applies it through
+:meth:`cold_id_table` wherever it reads an item-ID table (ID embeddings, item biases).
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
 
+import numpy as np
 import torch
 
 from recbole.model.abstract_recommender import GeneralRecommender
@@ -22,6 +31,9 @@ from recbole.model.loss import BPRLoss, EmbLoss
 from recbole.utils import InputType
 
 from recbole_metammf.modalities import ModalityEncoder
+
+
+COLD_ITEM_ID = ("none", "zero", "mean")
 
 
 class MultimodalRecommender(GeneralRecommender):
@@ -32,9 +44,17 @@ class MultimodalRecommender(GeneralRecommender):
 
         # load dataset info: item modalities aligned with RecBole's internal item ids
         self.modalities = ModalityEncoder(config, dataset)
+        # items without a training interaction (the dataset a RecBole model is built on is the training split)
+        counts = np.bincount(dataset.inter_feat[self.ITEM_ID].numpy(), minlength=self.n_items)  # [n_items]
+        cold = torch.from_numpy(counts == 0)
+        cold[0] = False  # padding
+        self.register_buffer("cold_items", cold, persistent=False)
 
         # load parameters info
         self.reg_weight = config["reg_weight"] if "reg_weight" in config else 0.0
+        self.cold_item_id = str(config["cold_item_id"] if "cold_item_id" in config else "none").lower()
+        if self.cold_item_id not in COLD_ITEM_ID:
+            raise ValueError(f"cold_item_id must be one of {COLD_ITEM_ID}, got '{config['cold_item_id']}'")
         self.content_reg_weight = config["content_reg_weight"] if "content_reg_weight" in config else 0.0
 
         # define loss
@@ -55,6 +75,21 @@ class MultimodalRecommender(GeneralRecommender):
         """(user_e, [item_e ...]) for a training batch; default: index compute_all()."""
         user_all, item_all = self.compute_all()
         return user_all[users], [item_all[items] for items in items_list]
+
+    def cold_id_table(self, table: torch.Tensor, offset: int = 0) -> torch.Tensor:
+        """``table`` (rows ``offset .. offset + n_items`` are the items' ID rows) with the cold items'
+        rows replaced as ``cold_item_id`` says, when evaluating; unchanged while training."""
+        if self.training or self.cold_item_id == "none" or not bool(self.cold_items.any()):
+            return table
+        rows = torch.zeros(table.shape[0], dtype=torch.bool, device=table.device)
+        rows[offset : offset + self.n_items] = self.cold_items
+        if self.cold_item_id == "zero":
+            fill = torch.zeros_like(table[0])
+        else:  # mean of the warm items' rows (padding excluded)
+            warm = torch.zeros_like(rows)
+            warm[offset + 1 : offset + self.n_items] = ~self.cold_items[1:]
+            fill = table[warm].mean(dim=0)
+        return torch.where(rows.unsqueeze(1), fill.unsqueeze(0), table)  # [rows, d]
 
     def reg_embeddings(self, users, items_list) -> list[torch.Tensor]:
         """Ego embeddings that ``reg_weight`` penalises; override in a subclass."""

@@ -101,10 +101,10 @@ class FREEDOM(MultimodalRecommender):
                 self.resample_train_graph()
             self.train_steps += 1
         adj = self.train_adj if self.training else self.full_adj
-        h = self.item_embedding.weight
+        h = item_ids = self.cold_id_table(self.item_embedding.weight)  # [I, d]; cold items: see cold_item_id
         for _ in range(self.n_mm_layers):
             h = self.mm_adj(h)  # [I, d]
-        ego = torch.cat([self.user_embedding.weight, self.item_embedding.weight], dim=0)  # [U+I, d]
+        ego = torch.cat([self.user_embedding.weight, item_ids], dim=0)  # [U+I, d]
         user_g, item_g = torch.split(lightgcn_propagate(ego, adj, self.n_ui_layers), [self.n_users, self.n_items])
         return user_g, item_g + h
 

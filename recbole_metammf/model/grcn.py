@@ -122,7 +122,7 @@ class GRCN(MultimodalRecommender):
 
         # weighted propagation of the ID embeddings on the refined graph (both directions)
         weight = torch.cat([w_user, w_item])  # edges of graph_pattern: into users, then into items
-        x = F.normalize(self.id_embedding, dim=-1)  # [U+I, d]
+        x = F.normalize(self.cold_id_table(self.id_embedding, offset=self.n_users), dim=-1)  # [U+I, d]
         h1 = self.graph_pattern.spmm(weight, x)
         h2 = self.graph_pattern.spmm(weight, h1)
         id_user, id_item = torch.split(x + h1 + h2, [self.n_users, self.n_items])

@@ -141,10 +141,10 @@ class LATTICE(MultimodalRecommender):
             if self.train_steps > 0 and self.train_steps % self.steps_per_epoch == 0:
                 self.refresh_learned_neighbours()
             self.train_steps += 1
-        h = self.item_embedding.weight
+        h = item_ids = self.cold_id_table(self.item_embedding.weight)  # [I, d]; cold items: see cold_item_id
         for _ in range(self.n_layers):
             h = self.item_graph_propagate(h)  # [I, d]
-        ego = torch.cat([self.user_embedding.weight, self.item_embedding.weight], dim=0)  # [U+I, d]
+        ego = torch.cat([self.user_embedding.weight, item_ids], dim=0)  # [U+I, d]
         user_g, item_g = torch.split(lightgcn_propagate(ego, self.ui_adj, self.n_ui_layers), [self.n_users, self.n_items])
         return user_g, item_g + F.normalize(h, dim=-1)
 

@@ -65,7 +65,8 @@ class MetaMMF_GCN(MultimodalRecommender):
 
     def item_representation(self) -> torch.Tensor:
         content = self.fusion(self.modalities.per_modality())  # [n_items, fused]; blocks: see MetaFusionNetwork.forward
-        return torch.cat([content, self.item_id_embedding.weight], dim=-1)  # [n_items, fused + id]
+        ids = self.cold_id_table(self.item_id_embedding.weight)  # cold items: see cold_item_id
+        return torch.cat([content, ids], dim=-1)  # [n_items, fused + id]
 
     def compute_all(self):
         h = torch.cat([self.user_embedding.weight, self.item_representation()], dim=0)  # [U+I, d]

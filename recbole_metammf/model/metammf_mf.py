@@ -40,7 +40,7 @@ class MetaMMF_MF(MultimodalRecommender):
     def item_representation(self, items=None) -> torch.Tensor:
         """``[e^m ; e^c]`` of ``items`` (all when None): [n, fused + id]."""
         content = self.fusion(self.modalities.per_modality(items))  # [n, fused]; blocks: see MetaFusionNetwork.forward
-        ids = self.item_id_embedding.weight if items is None else self.item_id_embedding(items)
+        ids = self.cold_id_table(self.item_id_embedding.weight) if items is None else self.item_id_embedding(items)
         return torch.cat([content, ids], dim=-1)
 
     def compute_all(self):

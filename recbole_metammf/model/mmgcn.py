@@ -77,7 +77,7 @@ class MMGCN(MultimodalRecommender):
         self.adj = SparseGraph(normalise(bipartite_adjacency(dataset), "sym"))
 
     def compute_all(self):
-        ids = self.id_embedding.weight  # [U+I, d]
+        ids = self.cold_id_table(self.id_embedding.weight, offset=self.n_users)  # [U+I, d]
         out = sum(
             gcn(content, ids, self.adj) for gcn, content in zip(self.gcns, self.modalities.per_modality())
         )  # [U+I, d]

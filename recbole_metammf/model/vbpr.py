@@ -54,8 +54,9 @@ class VBPR(MultimodalRecommender):
 
     def item_representation(self, items=None) -> torch.Tensor:
         content = self.modalities(items)  # [n, d_in]
-        gamma = self.item_id_embedding.weight if items is None else self.item_id_embedding(items)
-        bias = self.item_bias.weight if items is None else self.item_bias(items)  # [n, 1]
+        # cold items (cold_item_id): the ID factor and the ID bias are the item's ID part
+        gamma = self.cold_id_table(self.item_id_embedding.weight) if items is None else self.item_id_embedding(items)
+        bias = self.cold_id_table(self.item_bias.weight) if items is None else self.item_bias(items)  # [n, 1]
         bias = bias + self.content_bias(content)
         return torch.cat([gamma, self.projection(content), bias], dim=-1)  # [n, id + content + 1]
 
