@@ -24,7 +24,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, REPO)
 
-WEIGHTS = [0.0, 0.01, 0.1, 1.0]
+WEIGHTS = [0.1, 0.0, 1.0, 0.01]  # run in this order (the most informative first)
 MODELS = ["MetaMMF_MF", "MetaMMF_GCN", "VBPR"]
 DATASETS = ["tiktok-diffmm", "mm-ml-100k"]
 OUT = os.path.join(HERE, "validation", "content_reg")
@@ -39,7 +39,8 @@ def run(weights, models, datasets, epochs: int) -> None:
     import run_benchmark
 
     for w in weights:
-        argv = ["--models", *models, "--datasets", *datasets, "--seeds", "1", "--out", out_dir(w),
+        # --force: a trial run under older plugin code or defaults is run again, never mixed in
+        argv = ["--models", *models, "--datasets", *datasets, "--seeds", "1", "--out", out_dir(w), "--force",
                 "--data_path=dataset", f"--epochs={epochs}", f"--content_reg_weight={w}"]
         print("python run_benchmark.py " + " ".join(argv), flush=True)
         run_benchmark.main(argv)
@@ -48,7 +49,7 @@ def run(weights, models, datasets, epochs: int) -> None:
 def report(weights) -> str:
     rows = {}
     for w in weights:
-        for path in sorted(glob.glob(os.path.join(out_dir(w), "trials", "*.json"))):
+        for path in sorted(glob.glob(os.path.join(out_dir(w), "trials", "*.json"))):  # noqa: PTH207
             t = json.load(open(path))
             if t.get("status") != "ok":
                 continue
@@ -68,7 +69,7 @@ def report(weights) -> str:
     for model in MODELS:
         lines += [f"## {model}", "", "| content_reg_weight | " + " | ".join(datasets) + " |",
                   "|---|" + "---|" * len(datasets)]
-        for w in weights:
+        for w in sorted(weights):
             cells = []
             for d in datasets:
                 t = rows.get((d, model, w))

@@ -237,6 +237,7 @@ def write_dataset_report(out_dir: str, dataset: str, records: list[dict], manife
     if note:
         md += [note, ""]
     md += [table_markdown(summary), "", "![bars](bars.png)", "", "![validation curves](valid_curves.png)", ""]
+    md += _published_section(d_dir, summary, manifest.get("spec", {}).get("published") or {}, dataset)
     md += list(sections_after_table or [])
     md += ["## Protocol", "", _protocol_text(ok[0]), "", "## Dataset", "", _dataset_text(ok[0]), "",
            "## Configs", "", "Training settings and each model's hyper-parameters as run (full configs: "
@@ -248,6 +249,18 @@ def write_dataset_report(out_dir: str, dataset: str, records: list[dict], manife
            f"recbole-metammf {v['recbole_metammf']}.", ""]
     store.atomic_write_text(os.path.join(d_dir, "leaderboard.md"), "\n".join(md))
     return summary
+
+
+def _published_section(d_dir: str, summary: dict, published: dict, dataset: str) -> list[str]:
+    """Published figures beside ours (``published.csv``, ``published.png``, a markdown section)."""
+    from recbole_metammf.benchmark import published as pub
+
+    lines = pub.markdown(summary, published, dataset)
+    if lines:
+        store.atomic_write_text(os.path.join(d_dir, "published.csv"), pub.csv_text(summary, published, dataset))
+        pub.chart(summary, published, dataset, os.path.join(d_dir, "published.png"))
+        lines += ["![ours beside published](published.png)", ""]
+    return lines
 
 
 def write_report(out_dir: str, focus: str | None = None) -> dict:

@@ -256,6 +256,7 @@ class BenchmarkSpec:
     note: str = ""                                      # printed in the leaderboard (protocol choices)
     entries: dict = field(default_factory=dict)         # row name -> {model: ..., config: {...}}
     tune: dict = field(default_factory=dict)            # tuned mode's settings (see .tune); {} = plain mode
+    published: dict = field(default_factory=dict)       # published figures shown beside ours (see .published)
 
     def __post_init__(self):
         self.seeds = expand_seeds(self.seeds)
@@ -310,6 +311,8 @@ class BenchmarkSpec:
             out["entries"] = self.entries
         if self.tune:
             out["tune"] = self.tune
+        if self.published:
+            out["published"] = self.published
         return out
 
 
@@ -347,10 +350,14 @@ def load_spec(path: str, **overrides) -> BenchmarkSpec:
     raw["config_files"] = [rel(p) for p in raw.get("config_files", [])]
     raw["model_config"] = {m: rel(v) if isinstance(v, str) else v for m, v in (raw.get("model_config") or {}).items()}
     unknown = set(raw) - {"models", "datasets", "seeds", "config_files", "config", "model_config", "dataset_config",
-                        "note", "entries", "tune"}
+                        "note", "entries", "tune", "published"}
     if unknown:
         raise ValueError(f"unknown keys in benchmark file {path}: {sorted(unknown)}")
     raw["note"] = str(raw.get("note") or "").strip()
+    if raw.get("published") is not None:
+        from recbole_metammf.benchmark.published import check_published
+
+        raw["published"] = check_published(raw["published"], path)
     if raw.get("tune"):
         from recbole_metammf.benchmark.tune import check_tune_settings
 
