@@ -5,7 +5,11 @@ models and metrics by name and apply the plugin's YAML defaults (see
 ``compat.py`` for every change this makes to RecBole, and why).
 """
 
-from recbole_metammf import compat as _compat
+from recbole_metammf import quiet as _quiet
+
+_quiet.install()  # before RecBole and Ray are imported: their known deprecation noise (see quiet.py)
+
+from recbole_metammf import compat as _compat  # noqa: E402
 
 _compat.apply()
 

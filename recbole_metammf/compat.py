@@ -44,6 +44,19 @@ Every change RecBole needs to run this plugin sits here, each with its reason.
    ``FileExistsError: ./log``. Every module that imported it gets a version that
    creates with ``exist_ok=True``.
 
+5. **Item feature rows as read.** While loading ``.item``, RecBole pads a
+   ``float_seq`` row shorter than the longest with zeros and gives an item that has
+   no row (or an empty cell) a row of zeros, so a ragged or incomplete file cannot
+   be told from a valid one afterwards (a multi-hot row may end in zeros). The
+   loader is wrapped to keep, for the ``.item`` file, its path, the item id of each
+   row and the length of each sequence cell as read; ``modalities.py`` checks them
+   for every model that reads item content. Without a fixed split RecBole also drops,
+   silently, the interactions of items that have no ``.item`` row
+   (``filter_inter_by_user_or_item``): how many, and of how many items, is kept too. A file RecBole cannot parse (an unknown
+   column type, a header cell without ``:type``, a non-number in a float column, a
+   row with the wrong number of fields) raises one :class:`~recbole_metammf.errors.DataError`
+   naming the file instead of an exception from deep inside pandas.
+
 6. **Cold-item evaluation data.** RecBole's evaluation collector gathers, per batch
    of users, only what its own metrics need. The plugin's ``ColdRecall`` / ``ColdNDCG``
    (``metrics.py``) need two more entries, added to the collector when those metrics are
@@ -59,14 +72,17 @@ import os
 from logging import getLogger
 
 import numpy as np
+import pandas as pd
 import torch
 
 from recbole.config import configurator
 from recbole.config.configurator import Config
+from recbole.data.dataset import Dataset
 from recbole.evaluator.collector import Collector
 from recbole.trainer import trainer as recbole_trainer
-from recbole.utils import EvaluatorType, InputType, ModelType, get_model
+from recbole.utils import EvaluatorType, FeatureSource, FeatureType, InputType, ModelType, get_model
 
+from recbole_metammf.errors import DataError
 from recbole_metammf.paths import PROPERTIES_DIR
 
 _APPLIED = False
@@ -235,6 +251,36 @@ def _patch_ensure_dir() -> None:
 
 
 # ----------------------------------------------------------------------------
+# 5. item feature rows as read
+# ----------------------------------------------------------------------------
+ITEM_ROWS_ATTR = "_metammf_item_rows"  # the Dataset attribute (kept by Dataset.copy and by pickling)
+
+
+def _load_feat(self, filepath, source, _orig=Dataset._load_feat):
+    try:
+        df = _orig(self, filepath, source)
+    except ValueError as err:  # pandas' ParserError is a ValueError too
+        raise DataError(f"{filepath}: cannot be read as a RecBole atomic file ({err})") from err
+    if df is not None and source == FeatureSource.ITEM and self.iid_field in df:
+        seq_fields = [f for f in df.columns if self.field2type[f] in (FeatureType.FLOAT_SEQ, FeatureType.TOKEN_SEQ)]
+        setattr(self, ITEM_ROWS_ATTR, {
+            "path": str(filepath),
+            "ids": df[self.iid_field].to_numpy(),  # raw item tokens, in file order
+            "lengths": {f: np.fromiter(map(len, df[f].values), dtype=np.int64, count=len(df)) for f in seq_fields},
+        })
+    return df
+
+
+def _filter_inter_by_user_or_item(self, _orig=Dataset._filter_inter_by_user_or_item):
+    record = getattr(self, ITEM_ROWS_ATTR, None)
+    if record is not None and self.config["filter_inter_by_user_or_item"] is True and self.item_feat is not None:
+        dropped = ~self.inter_feat[self.iid_field].isin(self.item_feat[self.iid_field].values)
+        items = pd.unique(self.inter_feat[self.iid_field][dropped])
+        record["dropped"] = {"interactions": int(dropped.sum()), "items": len(items), "examples": list(items[:3])}
+    _orig(self)
+
+
+# ----------------------------------------------------------------------------
 # 6. cold-item evaluation data
 # ----------------------------------------------------------------------------
 def _data_collect(self, train_data, _orig=Collector.data_collect):
@@ -286,4 +332,6 @@ def apply() -> None:
     Collector.data_collect = _data_collect
     Collector.eval_batch_collect = _eval_batch_collect
     Collector.get_data_struct = _get_data_struct
+    Dataset._load_feat = _load_feat
+    Dataset._filter_inter_by_user_or_item = _filter_inter_by_user_or_item
     _APPLIED = True

@@ -26,7 +26,7 @@ from recbole_metammf.layers.graph import (
     normalise,
     sym_normalise_edges,
 )
-from recbole_metammf.model.lattice import raw_modalities
+from recbole_metammf.layers.knn import raw_modalities
 
 # Generic COO / scatter references for the fixed-pattern edge ops (EdgePattern) and GRCN.
 def edge_spmm(rows: torch.Tensor, cols: torch.Tensor, weight: torch.Tensor, h: torch.Tensor, n_rows: int) -> torch.Tensor:

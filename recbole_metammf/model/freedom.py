@@ -26,7 +26,7 @@ The item representation is the LightGCN item plus ``h``. The loss is BPR on thos
 representations plus ``modal_loss_weight`` times, for each modality, BPR between the user
 and a linear projection of the positive / negative item's content (the paper's visual and
 textual terms, one per modality present). Raw content of a token modality is its bag of
-tokens as multi-hot rows (see LATTICE). kNN is found in chunks: no ``n x n`` matrix.
+tokens as multi-hot rows (``layers/knn.py``). kNN is found in chunks: no ``n x n`` matrix.
 """
 
 import numpy as np
@@ -43,8 +43,8 @@ from recbole_metammf.layers.graph import (
     lightgcn_propagate,
     normalise,
 )
+from recbole_metammf.layers.knn import raw_modalities, steps_per_epoch
 from recbole_metammf.model.base import MultimodalRecommender
-from recbole_metammf.model.lattice import raw_modalities, steps_per_epoch
 
 
 class FREEDOM(MultimodalRecommender):

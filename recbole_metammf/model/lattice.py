@@ -30,10 +30,6 @@ while their edge weights (cosine of the current projections, clamped at 0, norma
 ``alpha`` stay differentiable at every step.
 """
 
-import math
-
-import numpy as np
-import scipy.sparse as sp
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -49,30 +45,8 @@ from recbole_metammf.layers.graph import (
     normalise,
     sym_normalise_edges,
 )
+from recbole_metammf.layers.knn import raw_modalities, steps_per_epoch
 from recbole_metammf.model.base import MultimodalRecommender
-
-
-def raw_modalities(modalities) -> list:
-    """Each modality's raw content: a dense tensor [n_items, dim], or a multi-hot scipy matrix for tokens."""
-    raws = []
-    for i, spec in enumerate(modalities.specs):
-        data = getattr(modalities, f"mod_{i}")
-        if spec.kind == "dense":
-            raws.append(data)
-            continue
-        tokens = data.cpu().numpy()  # [n_items, max_len], 0 = padding
-        rows, cols = np.nonzero(tokens)
-        bag = sp.csr_matrix(
-            (np.ones(len(rows), dtype=np.float32), (rows, tokens[rows, cols])),
-            shape=(tokens.shape[0], spec.num_tokens),
-        )
-        bag.data[:] = 1.0  # a token repeated in a bag counts once
-        raws.append(bag)
-    return raws
-
-
-def steps_per_epoch(config, dataset) -> int:
-    return max(1, math.ceil(len(dataset.inter_feat) / config["train_batch_size"]))
 
 
 class LATTICE(MultimodalRecommender):
