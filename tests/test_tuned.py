@@ -185,7 +185,8 @@ def test_changed_code_or_dataset_files_make_trials_stale_and_the_run_refuses_nam
     model_file = package / "model" / "metammf_mf.py"
     model_file.write_text(model_file.read_text() + "\n# an edit\n")
     again = TunedPlan(spec, str(out))
-    again.step()
+    planned = again.step()  # BPR goes on; nothing of MetaMMF_MF runs beside its stale trials
+    assert [a.trial.id for a in planned] == [f"{name}__BPR__seed1"]
     assert sorted(again.stale) == [(SEARCH, f"{name}__MetaMMF_MF__cfg{k}__r0") for k in (0, 1)]
     assert set(again.stale.values()) == {"plugin code changed"}
     with pytest.raises(ChangedTrialError) as err:
@@ -244,6 +245,17 @@ def test_failed_search_trials_count_as_worst_and_rerun_only_while_their_rung_is_
     assert [(a.meta["config_index"], a.meta["rung"]) for a in same_run] == [(2, 1), (3, 1)]
     plan.put(SEARCH, {**_fake_search_record(same_run[0].trial, 0.31), **same_run[0].meta})
     assert [a.trial.id for a in TunedPlan(spec, out).step()] == ["d__BPR__cfg3__r1"]  # rung 0 was used
+
+
+def test_rung_budgets_never_exceed_the_epoch_cap_and_the_last_stage_runs_to_it(tmp_path):
+    space = tmp_path / "lr.hyper"
+    space.write_text("learning_rate choice [0.001,0.01,0.05,0.1]\n")
+    spec = BenchmarkSpec(models=["BPR"], datasets=["d"], seeds=[1], config={"epochs": 20},
+                         tune={"configs": 4, "rungs": [5, 40], "spaces": {"BPR": str(space)}})
+    plan = TunedPlan(spec, str(tmp_path))
+    trials = [plan._search_trial("BPR", "BPR", "d", (), spec.config, 0, r) for r in range(3)]
+    assert [t.config_dict["epochs"] for t in trials] == [5, 20, 20]
+    assert [t.id for t in trials] == ["d__BPR__cfg0__r0", "d__BPR__cfg0__r1", "d__BPR__cfg0__r2"]
 
 
 # --- a tiny tuned run end to end -----------------------------------------------------------------------

@@ -289,8 +289,9 @@ class TunedPlan:
 
     def _search_trial(self, row, model, dataset, files, config, k, r) -> Trial:
         cfg = {**config, **self.samples[row][k]}
-        if r < len(self.tune["rungs"]):
-            cfg["epochs"] = self.tune["rungs"][r]
+        if r < len(self.tune["rungs"]):  # a rung never trains longer than the cap the benchmark sets
+            cap = cfg.get("epochs")
+            cfg["epochs"] = min(self.tune["rungs"][r], int(cap)) if isinstance(cap, (int, float)) else self.tune["rungs"][r]
         return Trial(model, dataset, self.seed, files, cfg, name=row if row != model else "", tag=f"cfg{k}__r{r}")
 
     def _row(self, dataset, row, setting, order) -> list[Action]:
@@ -303,7 +304,7 @@ class TunedPlan:
         scores: dict = {}
         bigger = True
         for r in range(len(rungs) + 1):
-            actions, blocked, scores = [], False, {}
+            actions, blocked, stale, scores = [], False, False, {}
             for k in alive:
                 trial = self._search_trial(row, model, dataset, files, config, k, r)
                 record = self.record(SEARCH, trial.id)
@@ -312,12 +313,15 @@ class TunedPlan:
                     meta = {**common, "stage": "search", "config_index": k, "rung": r,
                             "epoch_budget": rungs[r] if r < len(rungs) else None, "params": configs[k]}
                     actions.append(Action("run", trial, SEARCH, meta, (*order, r, k)))
+                stale = stale or state == "stale"
                 if state != "done":
                     blocked = True
                     continue
                 scores[k] = score_of(record)
                 if record.get("status") == "ok":
                     bigger = bool(record.get("config", {}).get("valid_metric_bigger", True))
+            if stale:
+                return []  # nothing more of this row runs beside a trial of other code, data or config
             if blocked:
                 return actions
             if r < len(rungs):
@@ -330,10 +334,11 @@ class TunedPlan:
         source_trial = self._search_trial(row, model, dataset, files, config, chosen, len(rungs))
         meta = {**common, "stage": "final", "tuned_params": params, "chosen_config_index": chosen,
                 "chosen_from": source_trial.id}
-        actions = []
+        actions, stale = [], False
         for seed in self.spec.seeds:
             trial = Trial(model, dataset, int(seed), files, {**config, **params}, name=row if row != model else "")
             state = self._state("trials", trial, self.record("trials", trial.id))
+            stale = stale or state == "stale"
             if state != "missing":
                 continue
             source = self.record(SEARCH, source_trial.id)
@@ -342,7 +347,7 @@ class TunedPlan:
                                       (*order, len(rungs) + 1, int(seed)), source=source))
             else:
                 actions.append(Action("run", trial, "trials", meta, (*order, len(rungs) + 1, int(seed))))
-        return actions
+        return [] if stale else actions
 
     def expected_trials(self) -> int:
         """Trials a complete run holds when none fails (search trials plus final ones not copied)."""

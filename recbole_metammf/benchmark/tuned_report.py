@@ -80,7 +80,8 @@ def tuning_section(dataset: str, rows: list[str], finals: list[dict], search: li
     rungs, eta = tune.get("rungs") or [], tune.get("eta", 2)
     if rungs:
         halving = (f"successive halving over that sample (ASHA-style, deterministic): rungs of "
-                   f"{', '.join(map(str, rungs))} epochs, the best 1/{eta} of each rung going on, each run from "
+                   f"{', '.join(map(str, rungs))} epoch{'s' if rungs != [1] else ''}, the best 1/{eta} of each "
+                   "rung going on, each run from "
                    "scratch with the same seed; the survivors of the last rung trained until early stopping ended them")
     else:
         halving = "every configuration trained until early stopping ended it"
