@@ -12,6 +12,7 @@ same command resumes: finished trials are kept, only missing (or failed) ones ru
 
 import argparse
 import os
+import re
 import shlex
 import sys
 
@@ -49,14 +50,31 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+_EXPONENT_FLOAT = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
+def parse_value(text: str):
+    """A ``--key=value`` value as RecBole's command line reads it: YAML, and ``1e-3`` a number
+    (YAML 1.1 reads a float without a dot as a string, which a model would then fail to use)."""
+    value = yaml.safe_load(text)
+    if isinstance(value, str) and _EXPONENT_FLOAT.fullmatch(value.strip()):
+        return float(value)
+    return value
+
+
 def parse_overrides(unknown: list) -> dict:
     """``--key=value`` pairs as a config dict (values parsed as YAML, like RecBole's command line)."""
+    from recbole_metammf.errors import ConfigError
+
     out = {}
     for arg in unknown:
         if not arg.startswith("--") or "=" not in arg:
-            raise SystemExit(f"unrecognised argument {arg!r} (config keys are given as --key=value)")
+            raise ConfigError(f"unrecognised argument {arg!r} (config keys are given as --key=value)")
         key, value = arg[2:].split("=", 1)
-        out[key] = yaml.safe_load(value)
+        try:
+            out[key] = parse_value(value)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"--{key}: the value {value!r} is not valid YAML ({getattr(err, 'problem', err)})") from None
     return out
 
 
@@ -72,7 +90,7 @@ def main(argv=None) -> dict:
         return summaries
 
     import recbole_metammf  # noqa: F401  (registers the plugin in the driver too)
-    from recbole_metammf.benchmark.ray_runner import ChangedTrialError, run_benchmark
+    from recbole_metammf.benchmark.ray_runner import run_benchmark
 
     model_config = {}
     for item in args.model_config:
@@ -80,7 +98,7 @@ def main(argv=None) -> dict:
         model_config[model] = path
     overrides = parse_overrides(unknown)
     if args.file:
-        spec = load_spec(args.file, models=args.models, datasets=args.datasets)
+        spec = _load_spec_file(args.file, models=args.models, datasets=args.datasets)
         if args.seeds:
             spec.seeds = [args.base_seed + i for i in range(args.seeds)]
         spec.config_files += [os.path.abspath(p) for p in args.config_files]
@@ -89,7 +107,9 @@ def main(argv=None) -> dict:
         default_out = os.path.join("results", os.path.splitext(os.path.basename(args.file))[0])
     else:
         if not args.models or not args.datasets:
-            raise SystemExit("give --models and --datasets, or --file")
+            from recbole_metammf.errors import ConfigError
+
+            raise ConfigError("give --models and --datasets, or --file")
         spec = BenchmarkSpec(models=args.models, datasets=args.datasets,
                              seeds=[args.base_seed + i for i in range(args.seeds or 1)],
                              config_files=args.config_files, config=overrides, model_config=model_config)
@@ -102,6 +122,9 @@ def main(argv=None) -> dict:
         if args.file:  # tuned boards live under results/tuned/
             default_out = os.path.join("results", "tuned", os.path.splitext(os.path.basename(args.file))[0])
     out = args.out or default_out
+    from recbole_metammf.checks import check_trials
+
+    check_trials(spec.trials())  # models, datasets and config keys, before Ray or any trial starts
     command = "python run_benchmark.py " + " ".join(shlex.quote(a) for a in argv)
     runner = run_benchmark
     if spec.tune:
@@ -109,8 +132,6 @@ def main(argv=None) -> dict:
     try:
         summary = runner(spec, out, ray_address=args.ray_address, cpus_per_trial=args.cpus_per_trial,
                          force=args.force, retry_failed=args.retry_failed, verbose=args.verbose, command=command)
-    except ChangedTrialError as exc:
-        raise SystemExit(str(exc))
     except KeyboardInterrupt:
         raise SystemExit(130)
     from recbole_metammf.benchmark.tuned_report import write_any_report
@@ -123,5 +144,20 @@ def main(argv=None) -> dict:
     return summary
 
 
+def _load_spec_file(path: str, **overrides):
+    """``load_spec``, with a file that is missing or not a valid benchmark file as one ConfigError."""
+    from recbole_metammf.errors import ConfigError
+
+    if not os.path.isfile(path):
+        raise ConfigError(f"benchmark file {path}: no such file")
+    try:
+        return load_spec(path, **overrides)
+    except (ValueError, TypeError, yaml.YAMLError) as err:
+        message = str(err) if path in str(err) else f"benchmark file {path}: {err}"
+        raise ConfigError(message.replace("\n", " ")) from err
+
+
 if __name__ == "__main__":
-    main()
+    from recbole_metammf.entry import run_cli
+
+    sys.exit(run_cli(main))

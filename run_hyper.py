@@ -43,19 +43,33 @@ def main(argv=None) -> dict:
     from recbole_metammf.benchmark.hyper import parse_space, search_hyperopt, search_ray, write_best_config
     from recbole_metammf.quick_start import ensure_builtin_dataset
 
+    from recbole_metammf.checks import check_keys, preflight
+    from recbole_metammf.errors import ConfigError
+    from recbole_metammf.registry import get_model
+
     here = os.path.dirname(os.path.abspath(__file__))
     params_file = args.params_file or os.path.join(here, "hyper", f"{args.model}.hyper")
     config_files = [os.path.abspath(p) for p in args.config_files] or None
     config_dict = parse_overrides(unknown)
+    config = preflight(args.model, args.dataset, config_files, config_dict)  # model, config, dataset
+    if not os.path.isfile(params_file):
+        raise ConfigError(f"search space {params_file}: no such file (give --params_file, or write hyper/{args.model}.hyper)")
+    try:
+        space = parse_space(params_file)
+    except ValueError as err:
+        message = str(err) if params_file in str(err) else f"search space {params_file}: {err}"
+        raise ConfigError(message) from err
+    if config["check_config_keys"]:
+        check_keys({name: f"search space {params_file}" for name in space}, get_model(args.model))
     ensure_builtin_dataset(args.model, args.dataset, config_files, config_dict)
-    choice_only = all(kind == "choice" for kind, _ in parse_space(params_file).values())
+    choice_only = all(kind == "choice" for kind, _ in space.values())
     if args.tool == "ray":
         result = search_ray(args.model, args.dataset, params_file, args.seed, config_files, config_dict,
                             max_evals=args.max_evals, cpus_per_trial=args.cpus_per_trial,
                             ray_address=args.ray_address)
     else:
         if args.algo == "exhaustive" and not choice_only:
-            raise SystemExit(f"{params_file} has non-choice parameters: use --algo random or bayes")
+            raise ConfigError(f"{params_file} has non-choice parameters: use --algo random or bayes")
         result = search_hyperopt(args.model, args.dataset, params_file, args.seed, config_files, config_dict,
                                  algo=args.algo, max_evals=args.max_evals or 20)
     output = args.output or os.path.join("results", "hyper", f"{args.model}-{args.dataset}.yaml")
@@ -66,4 +80,6 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    from recbole_metammf.entry import run_cli
+
+    sys.exit(run_cli(main))

@@ -112,11 +112,22 @@ def _convert(args):
 
 
 def main(argv=None):
-    """Entry point; returns the process exit status."""
-    args = build_parser().parse_args(argv)
+    """Entry point; returns the process exit status.
+
+    Bad input: one line ``error: ...`` on stderr and status 2. ``--debug`` (anywhere on the
+    command line) or ``RECBOLE_METAMMF_DEBUG=1`` shows its traceback instead.
+    """
+    import os
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("RECBOLE_METAMMF_DEBUG", "").strip().lower() not in (
+        "", "0", "false", "no")
+    args = build_parser().parse_args([a for a in argv if a != "--debug"])
     try:
         print(_convert(args))
     except ConversionError as e:
+        if debug:
+            raise
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -3,7 +3,7 @@
 import sys
 
 import recbole_metammf  # noqa: F401  (registers the plugin with RecBole)
-from recbole_metammf.quick_start import main
+from recbole_metammf.quick_start import cli
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(cli(sys.argv[1:]))

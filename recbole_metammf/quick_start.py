@@ -16,7 +16,7 @@ from recbole.config import Config
 from recbole.quick_start import objective_function  # noqa: F401  (re-exported for HyperTuning)
 from recbole.quick_start import run as recbole_run
 
-from recbole_metammf.registry import get_model
+from recbole_metammf.checks import preflight
 
 BUILTIN_DATASET = "mm-ml-100k"
 DEFAULT_MODEL = "MetaMMF_GCN"
@@ -52,8 +52,14 @@ def run(
     ip: str = "localhost",
     port: str = "5678",
     group_offset: int = 0,
+    cmd_line: bool = False,
 ):
     """Train and evaluate ``model`` on ``dataset``; returns RecBole's result dict.
+
+    First :func:`~recbole_metammf.checks.preflight` checks the model name, the config
+    (with ``cmd_line``, the process's ``--key=value`` arguments too, as RecBole reads
+    them) and the dataset, raising one :class:`~recbole_metammf.errors.UserError` for
+    a mistake.
 
     With ``nproc > 1`` or ``world_size > 0`` this is RecBole's multi-process path
     (torch.distributed: NCCL on GPUs, gloo on CPU, see ``compat.py``), with one
@@ -63,7 +69,7 @@ def run(
     module happened to import the plugin (true for ``run_recbole.py``, not for
     ``python -m recbole_metammf``, pytest, notebooks or Ray workers).
     """
-    get_model(model)  # an unknown name fails here, plainly
+    preflight(model, dataset, config_file_list, config_dict, cmd_line=cmd_line)
     ensure_builtin_dataset(model, dataset, config_file_list, config_dict)
     if nproc == 1 and world_size <= 0:
         return recbole_run(model, dataset, config_file_list=config_file_list, config_dict=config_dict, saved=saved)
@@ -112,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> dict:
+    """Run the command line ``argv``; returns RecBole's result dict (raises a UserError for a mistake)."""
     args, _ = build_parser().parse_known_args(argv)
     config_files = args.config_files.strip().split() if args.config_files else None
     result = run(
@@ -123,6 +130,7 @@ def main(argv=None) -> dict:
         ip=args.ip,
         port=args.port,
         group_offset=args.group_offset,
+        cmd_line=True,
     )
     if result is not None:
         getLogger().info(f"test result: {dict(result['test_result'])}")
@@ -132,5 +140,12 @@ def main(argv=None) -> dict:
     return result
 
 
+def cli(argv=None) -> int:
+    """The command line's exit status: 0, or 2 after one line for a user's mistake (see ``entry.py``)."""
+    from recbole_metammf.entry import run_cli
+
+    return run_cli(main, argv)
+
+
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(cli(sys.argv[1:]))

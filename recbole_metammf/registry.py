@@ -36,16 +36,45 @@ def register_all() -> dict:
     return {name: register(name, path) for name, path in MODELS.items()}
 
 
+def recbole_model_names() -> list[str]:
+    """RecBole's model names, as its ``properties/model/<Name>.yaml`` spell them."""
+    import os
+
+    from recbole.config import configurator
+
+    folder = os.path.join(os.path.dirname(os.path.realpath(configurator.__file__)), "..", "properties", "model")
+    return sorted(os.path.splitext(f)[0] for f in os.listdir(folder) if f.endswith(".yaml"))
+
+
+def closest(name: str, candidates, n: int = 3) -> list[str]:
+    """Up to ``n`` of ``candidates`` closest to ``name`` (difflib, case-insensitive), best first."""
+    import difflib
+
+    by_lower = {}
+    for c in candidates:
+        by_lower.setdefault(c.lower(), c)
+    return [by_lower[m] for m in difflib.get_close_matches(name.lower(), list(by_lower), n=n, cutoff=0.5)]
+
+
 def get_model(name: str) -> type:
-    """The class of a plugin or RecBole model by name, or a clear error for an unknown name."""
+    """The class of a plugin or RecBole model by name, or an :class:`UnknownModelError` naming the closest ones."""
     from recbole.utils import get_model as recbole_get_model
 
+    from recbole_metammf.errors import UnknownModelError
+
+    known = [*MODELS, *recbole_model_names()]
+    if name in known:
+        return recbole_get_model(name)  # a known model that fails to import is a real problem: its own error
     try:
-        return recbole_get_model(name)
-    except (ModuleNotFoundError, ValueError) as err:
-        # RecBole's search ends in its exlib package, whose import needs lightgbm/xgboost: an
-        # unknown name surfaces as "No module named 'lightgbm'" unless said plainly here
-        raise ValueError(
-            f"unknown model '{name}': not a plugin model ({', '.join(MODELS)}) "
-            f"nor a RecBole model that can be imported here (RecBole said: {err})"
-        ) from None
+        return recbole_get_model(name)  # e.g. a RecBole model without a YAML, or one registered by the user
+    except (ModuleNotFoundError, ValueError, AttributeError):
+        # RecBole's search ends in its exlib package, whose import needs lightgbm/xgboost (an unknown
+        # name surfaces as "No module named 'lightgbm'"), and a name in the wrong case finds the module
+        # but not the class (AttributeError): say it plainly, with the names that come closest
+        pass
+    suggestions = closest(name, known)
+    hint = f"did you mean {' or '.join(suggestions)}? " if suggestions else ""
+    raise UnknownModelError(
+        f"unknown model '{name}': {hint}(the plugin's models: {', '.join(MODELS)}; "
+        f"RecBole's: the names of recbole/properties/model/*.yaml, e.g. BPR, LightGCN)"
+    ) from None

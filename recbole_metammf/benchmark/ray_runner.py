@@ -23,11 +23,12 @@ from datetime import datetime, timezone
 
 from recbole_metammf.benchmark import store
 from recbole_metammf.benchmark.spec import BenchmarkSpec, Trial
+from recbole_metammf.errors import UserError
 
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-class ChangedTrialError(RuntimeError):
+class ChangedTrialError(UserError, RuntimeError):
     """A finished trial's file was produced under a different configuration than asked now."""
 
 
