@@ -432,7 +432,7 @@ def test_tuned_report_states_space_configs_choice_time_and_last_epoch_count(tmp_
                                                                          "seed": 2020, "max_last_epoch_share": 0.2}})
     write_tuned_report(str(tmp_path))
     md = (tmp_path / "toy" / "leaderboard.md").read_text()
-    assert "Tuned" in md and "search space" in md and "## Tuning" in md
+    assert "tuned" in md and "search space" in md and "## Tuning" in md
     assert "2 of 6 final trials chose their last validated epoch; the rule is at most 20% of them (**not met**" in md
     a = [line for line in md.splitlines() if line.startswith("| A | A |")][0]
     m = [line for line in md.splitlines() if line.startswith("| M-x | M |")][0]

@@ -88,7 +88,7 @@ def tuning_section(dataset: str, rows: list[str], finals: list[dict], search: li
     budget = (f"at most {training.get('epochs')} epochs, validated every {training.get('eval_step')}, stopped after "
               f"{training.get('stopping_step')} evaluations without improvement") if training else "see Configs"
     lines = [
-        "## Tuning", "",
+        "## Tuning: how every row was tuned", "",
         f"**Tuned: every row was searched under the same budget.** {tune.get('configs')} configurations per row, "
         f"sampled from the row's search space with seed {tune.get('seed')} (the same sample on every rerun), "
         f"searched with one seed ({tune.get('seed')}) on validation `{metric}`: {halving} ({budget}). The "
