@@ -58,6 +58,24 @@ def test_sampling_is_deterministic_covers_each_choice_evenly_and_refuses_a_small
         sample_configs(grid, 5, 1, "X")
 
 
+def test_a_search_space_too_small_for_the_budget_is_one_user_error_before_any_trial(planted, tmp_path):
+    import run_benchmark
+
+    from recbole_metammf.errors import UserError
+
+    root, name = planted
+    conf = _data_yaml(root, name, tmp_path / "data.yaml", epochs=1)
+    bench = tmp_path / "small.yaml"
+    bench.write_text(yaml.safe_dump({"models": ["BPR"], "datasets": [name], "config_files": [conf],
+                                     "tune": {"configs": 3, "spaces": {"BPR": {"learning_rate": [0.01, 0.1]}}}}))
+    with pytest.raises(UserError, match="search space of BPR has 2 point"):
+        run_benchmark.main(["--file", str(bench), "--out", str(tmp_path / "out")])
+    assert not (tmp_path / "out" / SEARCH).exists()
+    bench.write_text(yaml.safe_dump({"models": ["BPR"], "datasets": [name], "tune": {"rungs": [30, 10]}}))
+    with pytest.raises(UserError, match="tune.rungs must be increasing"):
+        run_benchmark.main(["--file", str(bench), "--out", str(tmp_path / "out")])
+
+
 def test_promotion_keeps_the_best_fraction_ties_to_the_lower_index_and_drops_failures():
     scores = {0: 0.10, 1: 0.30, 2: None, 3: 0.30, 4: 0.20}
     assert rank([0, 1, 2, 3, 4], scores) == [1, 3, 4, 0]

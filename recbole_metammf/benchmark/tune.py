@@ -41,6 +41,7 @@ import numpy as np
 
 from recbole_metammf.benchmark import store
 from recbole_metammf.benchmark.spec import BenchmarkSpec, Trial, fingerprint_of_parts
+from recbole_metammf.errors import ConfigError  # a ValueError too; the entry points print it as one line
 
 SEARCH = "search"
 HYPER_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "hyper")
@@ -57,20 +58,20 @@ def check_tune_settings(raw, here: str | None = None, source: str = "tune") -> d
     raw = {} if raw is True else dict(raw or {})
     unknown = set(raw) - set(DEFAULTS)
     if unknown:
-        raise ValueError(f"{source}: unknown keys in 'tune': {sorted(unknown)} (known: {sorted(DEFAULTS)})")
+        raise ConfigError(f"{source}: unknown keys in 'tune': {sorted(unknown)} (known: {sorted(DEFAULTS)})")
     out = {**DEFAULTS, **raw}
     if not isinstance(out["configs"], int) or out["configs"] < 1:
-        raise ValueError(f"{source}: tune.configs must be a positive integer")
+        raise ConfigError(f"{source}: tune.configs must be a positive integer")
     rungs = out["rungs"] or []
     if (not isinstance(rungs, list) or not all(isinstance(r, int) and r > 0 for r in rungs)
             or rungs != sorted(set(rungs))):
-        raise ValueError(f"{source}: tune.rungs must be increasing positive epoch budgets, e.g. [10, 30]")
+        raise ConfigError(f"{source}: tune.rungs must be increasing positive epoch budgets, e.g. [10, 30]")
     out["rungs"] = rungs
     if not isinstance(out["eta"], int) or out["eta"] < 2:
-        raise ValueError(f"{source}: tune.eta (the halving factor) must be an integer >= 2")
+        raise ConfigError(f"{source}: tune.eta (the halving factor) must be an integer >= 2")
     share = out["max_last_epoch_share"]
     if share is not None and not (isinstance(share, (int, float)) and 0 <= share <= 1):
-        raise ValueError(f"{source}: tune.max_last_epoch_share must be a share in [0, 1] or null (no rule)")
+        raise ConfigError(f"{source}: tune.max_last_epoch_share must be a share in [0, 1] or null (no rule)")
     spaces = {}
     for row, value in (out["spaces"] or {}).items():
         if isinstance(value, str):
@@ -79,7 +80,7 @@ def check_tune_settings(raw, here: str | None = None, source: str = "tune") -> d
             spaces[row] = {k: v for k, v in value.items()}
             inline_space(spaces[row], f"{source}: tune.spaces.{row}")  # checks it
         else:
-            raise ValueError(f"{source}: tune.spaces.{row} must be a .hyper file or a mapping of parameters")
+            raise ConfigError(f"{source}: tune.spaces.{row} must be a .hyper file or a mapping of parameters")
     out["spaces"] = spaces
     return out
 
@@ -90,12 +91,12 @@ def inline_space(mapping: dict, where: str = "space") -> dict:
     for name, value in mapping.items():
         if isinstance(value, list):
             if not value:
-                raise ValueError(f"{where}: {name} has no choices")
+                raise ConfigError(f"{where}: {name} has no choices")
             space[name] = ("choice", value)
             continue
         parts = str(value).split()
         if not parts or parts[0] not in ("uniform", "loguniform", "quniform"):
-            raise ValueError(f"{where}: {name} must be a list of choices or 'uniform|loguniform|quniform ...'")
+            raise ConfigError(f"{where}: {name} must be a list of choices or 'uniform|loguniform|quniform ...'")
         space[name] = (parts[0], [float(x) for x in parts[1:]])
     return space
 
@@ -113,7 +114,7 @@ def row_space(spec: BenchmarkSpec, row: str) -> tuple[dict, str]:
         if os.path.isfile(path):
             rel = os.path.relpath(path, os.path.dirname(HYPER_DIR))
             return parse_space(path), rel if not rel.startswith("..") else path
-    raise ValueError(f"no search space for {row}: give tune.spaces.{row}, or write {candidates[-1]}")
+    raise ConfigError(f"no search space for {row}: give tune.spaces.{row}, or write {candidates[-1]}")
 
 
 def describe_space(space: dict) -> str:
@@ -152,7 +153,7 @@ def sample_configs(space: dict, n: int, seed: int, row: str) -> list[dict]:
     names = list(space)
     size = space_size(space)
     if size < n:
-        raise ValueError(f"the search space of {row} has {int(size)} point(s), fewer than the {n} configurations "
+        raise ConfigError(f"the search space of {row} has {int(size)} point(s), fewer than the {n} configurations "
                          "every row gets: widen it or lower tune.configs")
     if size == n:
         out = [{}]
@@ -165,7 +166,7 @@ def sample_configs(space: dict, n: int, seed: int, row: str) -> list[dict]:
         out = [{name: _value(space[name], float(strata[name][i])) for name in names} for i in range(n)]
         if all(c not in out[:i] for i, c in enumerate(out)):
             return out
-    raise ValueError(f"could not draw {n} distinct configurations of {row}'s search space")
+    raise ConfigError(f"could not draw {n} distinct configurations of {row}'s search space")
 
 
 def _value(dist, u: float):
