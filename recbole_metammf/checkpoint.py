@@ -11,6 +11,7 @@ its split and the model, exactly as RecBole does it (the same ``weights_only`` l
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 
@@ -53,11 +54,13 @@ def checkpoint_model_name(state: dict) -> str:
     return str(state["config"]["model"])
 
 
-def load_checkpoint(path: str, models: tuple[str, ...] | None = None, purpose: str = "this tool") -> Loaded:
+def load_checkpoint(
+    path: str, models: tuple[str, ...] | None = None, purpose: str = "this tool", quiet: bool = True
+) -> Loaded:
     """Config, model (in eval mode, on the config's device), dataset and the three splits.
 
     ``models``: the model names ``purpose`` can read; any other is refused before the dataset
-    is built.
+    is built. ``quiet``: RecBole's INFO logging (the config, the dataset) is held back meanwhile.
     """
     import recbole_metammf  # noqa: F401  (plugin models, metrics and the weights-only loading path)
     from recbole.quick_start import load_data_and_model
@@ -75,6 +78,9 @@ def load_checkpoint(path: str, models: tuple[str, ...] | None = None, purpose: s
             f"trained with, taken from {os.getcwd()} when relative): run from the training directory"
         )
     del state
+    previous = logging.root.manager.disable
+    if quiet:  # RecBole logs the whole config and dataset at INFO while it rebuilds them
+        logging.disable(logging.INFO)
     try:
         config, model, dataset, train, valid, test = load_data_and_model(path)
     except RuntimeError as err:  # load_state_dict: sizes that do not match the dataset as it is now
@@ -83,5 +89,7 @@ def load_checkpoint(path: str, models: tuple[str, ...] | None = None, purpose: s
             f"{path}: the model does not match dataset '{config['dataset']}' at {data_dir} "
             f"(changed since training?): {first[:200]}"
         ) from None
+    finally:
+        logging.disable(previous)
     model.eval()
     return Loaded(config, model, dataset, train, valid, test)
