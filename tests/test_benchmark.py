@@ -121,7 +121,9 @@ def test_killed_run_resumes_and_runs_every_trial_exactly_once(planted, tmp_path)
     trials_dir = out / "trials"
     try:
         deadline = time.time() + 240
-        while time.time() < deadline and not (trials_dir.is_dir() and any(trials_dir.glob("*.json"))):
+        # a finished file, not the hidden temporary one it is written to first (pathlib's * matches it too)
+        while time.time() < deadline and not (trials_dir.is_dir() and any(
+                not p.name.startswith(".") for p in trials_dir.glob("*.json"))):
             assert proc.poll() is None, "the run ended before it could be interrupted"
             time.sleep(0.2)
         os.kill(proc.pid, signal.SIGKILL)  # kill -9 of the driver, mid-run
@@ -131,7 +133,7 @@ def test_killed_run_resumes_and_runs_every_trial_exactly_once(planted, tmp_path)
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-    finished = sorted(p.name for p in trials_dir.glob("*.json"))
+    finished = sorted(p.name for p in trials_dir.glob("*.json") if not p.name.startswith("."))
     assert 1 <= len(finished) < 4
     before = {f: (trials_dir / f).read_bytes() for f in finished}
     assert not list(trials_dir.glob(".tmp-*"))  # no half-written file
