@@ -63,7 +63,9 @@ Every change RecBole needs to run this plugin sits here, each with its reason.
    configured: ``data.cold_items`` (the items with no training interaction, taken from the
    training split where RecBole collects ``data.count_items``, at the start of ``fit``) and
    ``rec.cold_topk`` (per batch, from the same scores as ``rec.topk``; dropped after each
-   evaluation as RecBole drops its own ``rec.*`` entries). No extra scoring pass.
+   evaluation as RecBole drops its own ``rec.*`` entries). No extra scoring pass. They are
+   left out (with a warning) of a multi-process evaluation, whose per-rank averaging by
+   user count would be wrong for them, and of an evaluation that never saw the training split.
 """
 
 from __future__ import annotations
@@ -297,12 +299,17 @@ def _eval_batch_collect(self, scores_tensor, interaction, positive_u, positive_i
     if self.register.need("rec.cold_topk"):
         from recbole_metammf.metrics import cold_topk
 
-        if "data.cold_items" not in self.data_struct:  # evaluate() without fit(): no training split seen
+        why = None
+        if not self.config["single_spec"]:
+            # every rank must report the same keys (RecBole all-gathers each one) and RecBole averages the
+            # ranks weighted by their users, which is wrong for a metric over the users with a cold item
+            why = "they are not averaged correctly over the processes of a multi-process run"
+        elif "data.cold_items" not in self.data_struct:  # evaluate() without fit(): no training split seen
+            why = ("they need the training split; call trainer.eval_collector.data_collect(train_data) "
+                   "before trainer.evaluate (Trainer.fit does)")
+        if why is not None:
             if not getattr(self, "_cold_warned", False):
-                getLogger().warning(
-                    "ColdRecall / ColdNDCG left out: they need the training split; call "
-                    "trainer.eval_collector.data_collect(train_data) before trainer.evaluate (Trainer.fit does)"
-                )
+                getLogger().warning(f"ColdRecall / ColdNDCG left out: {why}")
                 self._cold_warned = True
             return
         cold = self.data_struct["data.cold_items"].to(scores_tensor.device)

@@ -388,3 +388,27 @@ def test_leaderboard_shows_cold_columns_when_the_trials_have_them(tmp_path):
     write_report(str(other))
     md = (other / "toy" / "leaderboard.md").read_text()
     assert "cold" not in md
+
+
+def test_cold_metrics_left_out_of_a_multi_process_evaluation(tmp_path, caplog):
+    """RecBole all-gathers every key and averages ranks by their user counts: no cold keys there."""
+    from recbole.evaluator.collector import Collector
+
+    write_cold_split(tmp_path / "d", n_users=40, n_items=60, per_user=10)
+    cfg = planted_config(tmp_path / "d", benchmark_filename=["train", "valid", "test"], epochs=1)
+    config = Config(model="BPR", dataset="planted", config_dict=cfg)
+    dataset = create_dataset(config)
+    train, _, _ = data_preparation(config, dataset)
+    scores = torch.rand(3, dataset.item_num)
+    pos_u, pos_i = torch.tensor([0, 1, 2]), torch.tensor([1, 2, 3])
+    single = Collector(config)
+    single.data_collect(train)
+    single.eval_batch_collect(scores, None, pos_u, pos_i)
+    assert "rec.cold_topk" in single.get_data_struct()
+    assert "rec.cold_topk" not in single.get_data_struct()  # per evaluation: dropped once handed over
+    config["single_spec"] = False
+    multi = Collector(config)
+    multi.data_collect(train)
+    multi.eval_batch_collect(scores, None, pos_u, pos_i)
+    assert "rec.cold_topk" not in multi.get_data_struct()
+    assert "multi-process" in caplog.text
