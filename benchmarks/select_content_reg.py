@@ -47,6 +47,7 @@ def run(weights, models, datasets, epochs: int) -> None:
 
 
 def report(weights) -> str:
+    weights = sorted(set(weights) | {float(os.path.basename(d)[1:]) for d in glob.glob(os.path.join(OUT, "w*"))})
     rows = {}
     for w in weights:
         for path in sorted(glob.glob(os.path.join(out_dir(w), "trials", "*.json"))):  # noqa: PTH207
@@ -60,21 +61,32 @@ def report(weights) -> str:
         "Produced by `python benchmarks/select_content_reg.py` (seed 2020, one trial per cell, early",
         "stopping on the dataset's validation metric: Recall@20 on tiktok-diffmm, NDCG@10 on",
         "mm-ml-100k; epoch cap 300; every other key the model's default YAML). The cells are the",
-        "**best validation score** (best epoch in brackets); the chosen weight is the one with the",
-        "best mean rank over the datasets. Test metrics are in the trial files",
+        "**best validation score** (best epoch in brackets); each row's `rel.` is the mean over the",
+        "datasets of score / the best score of that column, and the chosen weight is the row with the",
+        "highest `rel.` (datasets count equally, whatever their metric's scale). Test metrics are in the trial files",
         f"(`benchmarks/validation/content_reg/w*/trials/`) and were not looked at for the choice.",
         "",
     ]
     datasets = sorted({d for d, _, _ in rows})
     for model in MODELS:
-        lines += [f"## {model}", "", "| content_reg_weight | " + " | ".join(datasets) + " |",
-                  "|---|" + "---|" * len(datasets)]
+        lines += [f"## {model}", "", "| content_reg_weight | " + " | ".join(datasets) + " | rel. |",
+                  "|---|" + "---|" * (len(datasets) + 1)]
+        best = {d: max((t["best_valid_score"] for (dd, m, _), t in rows.items() if dd == d and m == model),
+                       default=None) for d in datasets}
+        rel = {}
         for w in sorted(weights):
             cells = []
             for d in datasets:
                 t = rows.get((d, model, w))
                 cells.append("—" if t is None else f"{t['best_valid_score']:.4f} ({t['best_epoch']})")
-            lines.append(f"| {w:g} | " + " | ".join(cells) + " |")
+            if all((d, model, w) in rows for d in datasets):
+                rel[w] = sum(rows[(d, model, w)]["best_valid_score"] / best[d] for d in datasets) / len(datasets)
+            lines.append(f"| {w:g} | " + " | ".join(cells) + f" | {rel[w]:.3f} |" if w in rel else
+                         f"| {w:g} | " + " | ".join(cells) + " | — |")
+        if rel:
+            complete = len(rel) == len([w for w in weights if any((d, model, w) in rows for d in datasets)])
+            lines += ["", f"Chosen: **{max(rel, key=rel.get):g}**" + ("" if complete else
+                      f" (so far: {len(rel)} of {len(weights)} weights complete)")]
         lines.append("")
     text = "\n".join(lines)
     with open(TABLE, "w") as f:
