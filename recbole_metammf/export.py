@@ -49,6 +49,18 @@ class ExportError(UserError, ValueError):
     """Bad export arguments or a model the export cannot serve; the message says which."""
 
 
+def check_model_type(checkpoint: str, config) -> None:
+    """Only general recommenders rank items for a user id alone (sequential / context models need more input)."""
+    from recbole.utils import ModelType
+
+    kind = config["MODEL_TYPE"]
+    if kind not in (ModelType.GENERAL, ModelType.TRADITIONAL):
+        raise ExportError(
+            f"{checkpoint}: holds {config['model']}, a {getattr(kind, 'name', kind).lower()} model; export serves "
+            "general recommenders, which rank the items for a user id alone"
+        )
+
+
 # --- what a user already knows -------------------------------------------------------------------
 def known_items(loaded, exclude: str = "all") -> sp.csr_matrix:
     """[n_users, n_items] 0/1 CSR: the items each user is not recommended under ``exclude``."""
@@ -196,6 +208,7 @@ def export(
         raise ExportError(f"{out}: exists and is not a directory")
     loaded = load_checkpoint(checkpoint)
     model, dataset, config = loaded.model, loaded.dataset, loaded.config
+    check_model_type(checkpoint, config)
     device = config["device"]
     os.makedirs(out, exist_ok=True)
 

@@ -223,3 +223,14 @@ def test_metammf_mf_checkpoint_holds_no_eval_cache(small):
     old = dict(state, restore_user_e=state["user_embedding.weight"].clone())
     loaded.model.load_state_dict(old)
     assert torch.equal(loaded.model.user_embedding.weight, state["user_embedding.weight"])
+
+
+def test_only_general_models_are_served():
+    from recbole.utils import ModelType
+
+    from recbole_metammf.export import ExportError, check_model_type
+
+    check_model_type("x.pth", {"MODEL_TYPE": ModelType.GENERAL, "model": "BPR"})
+    check_model_type("x.pth", {"MODEL_TYPE": ModelType.TRADITIONAL, "model": "Pop"})
+    with pytest.raises(ExportError, match=r"x.pth: holds SASRec, a sequential model; export serves general"):
+        check_model_type("x.pth", {"MODEL_TYPE": ModelType.SEQUENTIAL, "model": "SASRec"})
