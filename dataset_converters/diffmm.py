@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dataset_converters.fixed_split import check_parts, concat_parts, dense_modalities, split_notes
-from dataset_converters.recbole_files import SPLIT_NAMES, ConvertedDataset, Interactions
+from dataset_converters.fixed_split import check_parts, dense_modalities, fixed_split_dataset
+from dataset_converters.recbole_files import SPLIT_NAMES, Interactions
 from dataset_converters.safe_io import ConversionError, load_coo_pickle, require_file
 
 MATRIX_FILES = {"train": "trnMat.pkl", "valid": "valMat.pkl", "test": "tstMat.pkl"}
@@ -65,23 +65,10 @@ def convert_diffmm(src, name="tiktok-diffmm"):
     if not present:
         raise ConversionError(f"{src}: missing file: none of {', '.join(FEATURE_FILES.values())}")
     mods = dense_modalities(present, n_items)
-    notes = split_notes(parts, n_users, n_items)
-    notes += [f"{m}: absent ({FEATURE_FILES[m]} not in {src})" for m in FEATURE_FILES
-              if m not in present]
+    notes = [f"{m}: absent ({FEATURE_FILES[m]} not in {src})" for m in FEATURE_FILES if m not in present]
     if zeros:
         notes.append(f"{zeros:,} explicitly stored zero(s) dropped (not interactions)")
-    return ConvertedDataset(
-        name=name,
-        description=f"DiffMM layout from {src.name}: {n_users:,} users x {n_items:,} items, "
-                    f"modalities {', '.join(m.name for m in mods)}",
-        inter=concat_parts(parts),
-        item_ids=np.arange(n_items),
-        modalities=mods,
-        splits=parts,
-        split_note="the data's own train / valid / test (trnMat / valMat / tstMat)",
-        notes=notes,
-        yaml_extra=[
-            "valid_metric: Recall@20                # (str) DiffMM's table reports Recall@20 / NDCG@20",
-            "topk: [10, 20]                        # (list) cut-offs K",
-        ],
-    )
+    return fixed_split_dataset(
+        name, f"DiffMM layout from {src.name}", parts, n_users, n_items, mods,
+        "the data's own train / valid / test (trnMat / valMat / tstMat)", notes,
+        "DiffMM's table reports Recall@20 / NDCG@20")

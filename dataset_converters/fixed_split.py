@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dataset_converters.recbole_files import SPLIT_NAMES, Interactions, Modality
+from dataset_converters.recbole_files import SPLIT_NAMES, ConvertedDataset, Interactions, Modality
 from dataset_converters.safe_io import ConversionError, load_npy
 
 # How RecBole treats an item that has no training interaction; printed by the converters.
@@ -128,3 +128,23 @@ def concat_parts(parts):
     stamps = [parts[p].timestamp for p in SPLIT_NAMES]
     ts = None if any(t is None for t in stamps) else np.concatenate(stamps)
     return Interactions(user, item, ts)
+
+
+def fixed_split_dataset(name, layout, parts, n_users, n_items, mods, split_note, notes, metric_note):
+    """The ConvertedDataset of a layout with its own split: items 0..n_items-1, every part's
+    interactions, the split notes, and a YAML selecting on validation Recall@20."""
+    return ConvertedDataset(
+        name=name,
+        description=f"{layout}: {n_users:,} users x {n_items:,} items, "
+                    f"modalities {', '.join(m.name for m in mods)}",
+        inter=concat_parts(parts),
+        item_ids=np.arange(n_items),
+        modalities=mods,
+        splits=parts,
+        split_note=split_note,
+        notes=split_notes(parts, n_users, n_items) + notes,
+        yaml_extra=[
+            f"valid_metric: Recall@20                # (str) {metric_note}",
+            "topk: [10, 20]                        # (list) cut-offs K",
+        ],
+    )

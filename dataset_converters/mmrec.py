@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dataset_converters.fixed_split import check_parts, concat_parts, dense_modalities, split_notes
-from dataset_converters.recbole_files import SPLIT_NAMES, ConvertedDataset, Interactions
+from dataset_converters.fixed_split import check_parts, dense_modalities, fixed_split_dataset
+from dataset_converters.recbole_files import SPLIT_NAMES, Interactions
 from dataset_converters.safe_io import ConversionError
 
 FEATURE_FILES = {"visual": "image_feat.npy", "textual": "text_feat.npy"}
@@ -116,22 +116,8 @@ def convert_mmrec(src, name=None):
             raise ConversionError(f"{path}: no interaction has x_label {SPLIT_NAMES.index(p)} "
                                   f"({p}); MMRec's split needs all three parts")
     check_parts(parts, n_users, n_items, {p: path for p in SPLIT_NAMES})
-    notes = split_notes(parts, n_users, n_items)
-    notes += [f"{m}: absent ({FEATURE_FILES[m]} not in {src})" for m in FEATURE_FILES
-              if m not in present]
-    name = name or path.stem
-    return ConvertedDataset(
-        name=name,
-        description=f"MMRec layout from {path.name}: {n_users:,} users x {n_items:,} items, "
-                    f"modalities {', '.join(m.name for m in mods)}",
-        inter=concat_parts(parts),
-        item_ids=np.arange(n_items),
-        modalities=mods,
-        splits=parts,
-        split_note=f"MMRec's own split (x_label 0/1/2 of {path.name})",
-        notes=notes,
-        yaml_extra=[
-            "valid_metric: Recall@20                # (str) MMRec selects on validation Recall@20",
-            "topk: [10, 20]                        # (list) cut-offs K",
-        ],
-    )
+    notes = [f"{m}: absent ({FEATURE_FILES[m]} not in {src})" for m in FEATURE_FILES if m not in present]
+    return fixed_split_dataset(
+        name or path.stem, f"MMRec layout from {path.name}", parts, n_users, n_items, mods,
+        f"MMRec's own split (x_label 0/1/2 of {path.name})", notes,
+        "MMRec selects on validation Recall@20")
