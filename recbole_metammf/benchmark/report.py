@@ -157,7 +157,9 @@ def _protocol_text(record: dict) -> str:
     return "\n".join([
         split_line,
         f"* Candidates: `mode: {ea.get('mode')}`"
-        + (" = full ranking over all items except the user's training items." if _is_full(ea.get("mode")) else "."),
+        + (" = full ranking over all items except the items the user is known to have: the training items "
+           "when validating, the training and validation items when testing (RecBole's full sort)."
+           if _is_full(ea.get("mode")) else "."),
         f"* Metrics: {', '.join(p['metrics'])} at K = {', '.join(map(str, p['topk']))}, averaged over test users "
         "(HR = total hits / total test interactions, the paper's micro recall)."
         + (" *cold* columns (ColdRecall, ColdNDCG): the same full ranking, but only the user's test items with no "
