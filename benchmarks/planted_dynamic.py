@@ -33,15 +33,23 @@ REPO = os.path.dirname(HERE)
 sys.path.insert(0, REPO)
 
 NAME = "planted-dynamic"
+# name -> generator settings; the first is the benchmark, the second a sparser variant with a
+# flatter popularity (fewer interactions per item, so IDs learn less and content counts more)
+VARIANTS = {"planted-dynamic": dict(n_users=4_000, tail=1.5),
+            "planted-dynamic-sparse": dict(n_users=2_000, tail=3.0)}
 DATA = os.path.join(REPO, "dataset")
 OUT = os.path.join(HERE, "validation", "planted_dynamic")
+
+
+def out_dir(name: str) -> str:
+    return OUT if name == NAME else f"{OUT}-{name[len(NAME) + 1:]}"
 TABLE = os.path.join(HERE, "planted_dynamic_results.md")
 MODELS = ["MetaMMF_MF", "BPR", "VBPR", "MetaMMF_GCN", "LightGCN"]
 DIMS = (64, 64, 32)
 
 
 def generate(root: str, n_items: int = 10_000, n_users: int = 4_000, k: int = 40, per_user: float = 19.0,
-             seed: int = 0) -> str:
+             seed: int = 0, tail: float = 1.5, name: str = NAME) -> str:
     """Write ``root/NAME/NAME.inter`` and ``.item`` (three float_seq modalities); return the folder."""
     rng = np.random.default_rng(seed)
     cluster = rng.integers(k, size=n_items)  # [n_items]
@@ -54,7 +62,7 @@ def generate(root: str, n_items: int = 10_000, n_users: int = 4_000, k: int = 40
         x = np.where(own[:, None], protos[m][cluster], 0.6 * protos[m][decoy])
         noise = np.where(own[:, None], 0.3, 0.7)
         feats.append((x + noise * rng.normal(size=(n_items, d))).astype(np.float32))
-    popularity = rng.pareto(1.5, size=n_items) + 1.0  # long tail
+    popularity = rng.pareto(tail, size=n_items) + 1.0  # long tail (heavier for a smaller tail index)
     members = [np.nonzero(cluster == c)[0] for c in range(k)]
     rows = set()
     for u in range(n_users):
@@ -66,6 +74,7 @@ def generate(root: str, n_items: int = 10_000, n_users: int = 4_000, k: int = 40
         chosen = list(rng.choice(pool, size=n_in, replace=False, p=p))
         chosen += list(rng.choice(n_items, size=n - n_in, replace=False))  # some noise
         rows |= {(u, int(i)) for i in chosen}
+    NAME = name  # noqa: N806  (the files are named after the variant)
     folder = os.path.join(root, NAME)
     os.makedirs(folder, exist_ok=True)
     with open(os.path.join(folder, f"{NAME}.inter"), "w") as f:
@@ -84,26 +93,28 @@ def generate(root: str, n_items: int = 10_000, n_users: int = 4_000, k: int = 40
     return folder
 
 
-def run(models, seeds: int) -> None:
+def run(models, seeds: int, name: str = NAME) -> None:
     import run_benchmark
 
-    if not os.path.isfile(os.path.join(DATA, NAME, f"{NAME}.inter")):
-        generate(DATA)
-    run_benchmark.main(["--models", *models, "--datasets", NAME, "--seeds", str(seeds), "--out", OUT,
+    if not os.path.isfile(os.path.join(DATA, name, f"{name}.inter")):
+        generate(DATA, name=name, **VARIANTS[name])
+    run_benchmark.main(["--models", *models, "--datasets", name, "--seeds", str(seeds), "--out", out_dir(name),
                         f"--data_path={DATA}"])
 
 
-def report() -> str:
+def _variant_lines(name: str) -> list[str]:
     trials = {}
-    for path in glob.glob(os.path.join(OUT, "trials", "*.json")):
+    for path in glob.glob(os.path.join(out_dir(name), "trials", "*.json")):
         t = json.load(open(path))
         if t.get("status") == "ok":
             trials[(t["model"], t["seed"])] = t
+    if not trials:
+        return []
+    v = VARIANTS[name]
     seeds = sorted({s for _, s in trials})
-    lines = ["# Planted data: the carrier modality varies per item", "",
-             "`python benchmarks/planted_dynamic.py` (data from its `generate`, seed 0: 10,000 items,",
-             "4,000 users, ~19 interactions per user, three dense modalities; every model with its",
-             "default YAML under the plugin's protocol). Test NDCG@10 (best epoch on validation NDCG@10):", "",
+    lines = [f"## {name}", "",
+             f"`python benchmarks/planted_dynamic.py --variant {name}`: 10,000 items, {v['n_users']:,} users, "
+             f"~19 interactions per user, popularity tail index {v['tail']}. Test NDCG@10 (best epoch):", "",
              "| model | " + " | ".join(f"seed {s}" for s in seeds) + " | mean |", "|---|" + "---|" * (len(seeds) + 1)]
     means = {}
     for m in MODELS:
@@ -117,7 +128,17 @@ def report() -> str:
     if "MetaMMF_MF" in means and "BPR" in means:
         lines += ["", f"MetaMMF_MF / BPR test NDCG@10: {means['MetaMMF_MF'] / means['BPR']:.3f} "
                       f"({100 * (means['MetaMMF_MF'] / means['BPR'] - 1):+.1f} %)."]
-    text = "\n".join(lines) + "\n"
+    return lines + [""]
+
+
+def report() -> str:
+    lines = ["# Planted data: the carrier modality varies per item", "",
+             "Data from `benchmarks/planted_dynamic.py`'s `generate` (seed 0; three dense modalities, 40 taste",
+             "clusters, the carrier modality drawn per item); every model with its default YAML under the",
+             "plugin's protocol (per-user random 8:1:1, full ranking, early stopping on validation NDCG@10).", ""]
+    for name in VARIANTS:
+        lines += _variant_lines(name)
+    text = "\n".join(lines)
     with open(TABLE, "w") as f:
         f.write(text)
     return text
@@ -129,12 +150,13 @@ def main(argv=None) -> None:
     p.add_argument("--generate", metavar="DIR", help="only write the planted dataset into DIR")
     p.add_argument("--models", nargs="+", default=MODELS)
     p.add_argument("--seeds", type=int, default=1)
+    p.add_argument("--variant", choices=list(VARIANTS), default=NAME, help="which planted dataset")
     args = p.parse_args(argv)
     if args.generate:
-        generate(args.generate)
+        generate(args.generate, name=args.variant, **VARIANTS[args.variant])
         return
     if not args.report:
-        run(args.models, args.seeds)
+        run(args.models, args.seeds, args.variant)
     print(report())
 
 
