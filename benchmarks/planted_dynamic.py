@@ -50,7 +50,7 @@ DIMS = (64, 64, 32)
 
 def generate(root: str, n_items: int = 10_000, n_users: int = 4_000, k: int = 40, per_user: float = 19.0,
              seed: int = 0, tail: float = 1.5, name: str = NAME) -> str:
-    """Write ``root/NAME/NAME.inter`` and ``.item`` (three float_seq modalities); return the folder."""
+    """Write ``root/name/name.inter`` and ``.item`` (three float_seq modalities); return the folder."""
     rng = np.random.default_rng(seed)
     cluster = rng.integers(k, size=n_items)  # [n_items]
     carrier = rng.integers(len(DIMS), size=n_items)  # which modality shows the own cluster
@@ -74,18 +74,17 @@ def generate(root: str, n_items: int = 10_000, n_users: int = 4_000, k: int = 40
         chosen = list(rng.choice(pool, size=n_in, replace=False, p=p))
         chosen += list(rng.choice(n_items, size=n - n_in, replace=False))  # some noise
         rows |= {(u, int(i)) for i in chosen}
-    NAME = name  # noqa: N806  (the files are named after the variant)
-    folder = os.path.join(root, NAME)
+    folder = os.path.join(root, name)
     os.makedirs(folder, exist_ok=True)
-    with open(os.path.join(folder, f"{NAME}.inter"), "w") as f:
+    with open(os.path.join(folder, f"{name}.inter"), "w") as f:
         f.write("user_id:token\titem_id:token\n")
         f.writelines(f"{u}\t{i}\n" for u, i in sorted(rows))
-    with open(os.path.join(folder, f"{NAME}.item"), "w") as f:
+    with open(os.path.join(folder, f"{name}.item"), "w") as f:
         f.write("item_id:token\tm0:float_seq\tm1:float_seq\tm2:float_seq\n")
         for i in range(n_items):
             f.write(f"{i}\t" + "\t".join(" ".join(f"{v:.5f}" for v in x[i]) for x in feats) + "\n")
-    with open(os.path.join(folder, f"{NAME}.yaml"), "w") as f:
-        f.write(f"# {NAME}: planted data, the carrier modality varies per item (benchmarks/planted_dynamic.py)\n"
+    with open(os.path.join(folder, f"{name}.yaml"), "w") as f:
+        f.write(f"# {name}: planted data, the carrier modality varies per item (benchmarks/planted_dynamic.py)\n"
                 "load_col: {inter: [user_id, item_id], item: [item_id, m0, m1, m2]}\n"
                 "modality_fields: [m0, m1, m2]\n")
     print(f"wrote {folder}: {n_users:,} users, {n_items:,} items, {len(rows):,} interactions "

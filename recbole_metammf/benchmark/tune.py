@@ -40,6 +40,7 @@ from datetime import datetime, timezone
 import numpy as np
 
 from recbole_metammf.benchmark import store
+from recbole_metammf.benchmark.hyper import _plain  # numpy scalars / lists -> plain Python values
 from recbole_metammf.benchmark.spec import BenchmarkSpec, Trial, fingerprint_of_parts
 from recbole_metammf.errors import ConfigError  # a ValueError too; the entry points print it as one line
 
@@ -180,14 +181,6 @@ def _value(dist, u: float):
     elif kind == "quniform":
         x = round(x / args[2]) * args[2]
     return float(f"{x:.4g}")
-
-
-def _plain(v):
-    if hasattr(v, "item"):
-        return v.item()
-    if isinstance(v, (list, tuple)):
-        return [_plain(x) for x in v]
-    return v
 
 
 # --- the plan: what is finished, what runs next -----------------------------------------------------
