@@ -36,21 +36,29 @@ NAME = "planted-dynamic"
 # name -> generator settings; the first is the benchmark, the second a sparser variant with a
 # flatter popularity (fewer interactions per item, so IDs learn less and content counts more)
 VARIANTS = {"planted-dynamic": dict(n_users=4_000, tail=1.5),
-            "planted-dynamic-sparse": dict(n_users=2_000, tail=3.0)}
+            "planted-dynamic-sparse": dict(n_users=2_000, tail=3.0),
+            "planted-latent": dict(kind="latent", n_users=4_000, tail=1.5)}
 DATA = os.path.join(REPO, "dataset")
 OUT = os.path.join(HERE, "validation", "planted_dynamic")
 
 
 def out_dir(name: str) -> str:
-    return OUT if name == NAME else f"{OUT}-{name[len(NAME) + 1:]}"
+    if name == NAME:
+        return OUT
+    if name.startswith(NAME + "-"):
+        return f"{OUT}-{name[len(NAME) + 1:]}"
+    return os.path.join(HERE, "validation", name.replace("-", "_"))
 TABLE = os.path.join(HERE, "planted_dynamic_results.md")
 MODELS = ["MetaMMF_MF", "BPR", "VBPR", "MetaMMF_GCN", "LightGCN"]
 DIMS = (64, 64, 32)
 
 
 def generate(root: str, n_items: int = 10_000, n_users: int = 4_000, k: int = 40, per_user: float = 19.0,
-             seed: int = 0, tail: float = 1.5, name: str = NAME) -> str:
+             seed: int = 0, tail: float = 1.5, name: str = NAME, kind: str = "clusters") -> str:
     """Write ``root/name/name.inter`` and ``.item`` (three float_seq modalities); return the folder."""
+    if kind == "latent":
+        return generate_latent(root, n_items=n_items, n_users=n_users, per_user=per_user, seed=seed, tail=tail,
+                               name=name)
     rng = np.random.default_rng(seed)
     cluster = rng.integers(k, size=n_items)  # [n_items]
     carrier = rng.integers(len(DIMS), size=n_items)  # which modality shows the own cluster
@@ -74,6 +82,56 @@ def generate(root: str, n_items: int = 10_000, n_users: int = 4_000, k: int = 40
         chosen = list(rng.choice(pool, size=n_in, replace=False, p=p))
         chosen += list(rng.choice(n_items, size=n - n_in, replace=False))  # some noise
         rows |= {(u, int(i)) for i in chosen}
+    return _write(root, name, n_users, n_items, rows, feats)
+
+
+LATENT = 16  # size of an item's meaning z_i and a user's taste in the latent generator
+
+
+def latent_parts(n_items: int = 10_000, n_users: int = 4_000, seed: int = 0, tail: float = 1.5):
+    """The latent generator's hidden truth: item meanings ``z``, carriers, user tastes, log-popularity.
+
+    Each item has a meaning ``z_i`` (16-d). Each of its three modalities shows *a* meaning through
+    the same modality-specific linear map ``A_m``: the carrier modality (drawn per item) shows
+    ``z_i`` with little noise; the other two show a decoy meaning (another random 16-d vector,
+    same scale, same subspace) with more noise. Within a modality, carrier and decoy rows differ
+    only in their noise level, so no single static weighting of the modalities recovers ``z_i``:
+    averaging them mixes one part meaning with two parts decoy. A fusion that reads the item's
+    content first (how noisy is each modality here?) can pick the carrier.
+    """
+    rng = np.random.default_rng(seed)
+    z = rng.normal(size=(n_items, LATENT))
+    carrier = rng.integers(len(DIMS), size=n_items)
+    feats = []
+    for m, d in enumerate(DIMS):
+        a = rng.normal(size=(LATENT, d)) / np.sqrt(LATENT)
+        decoy = rng.normal(size=(n_items, LATENT))
+        own = carrier == m
+        shown = np.where(own[:, None], z, decoy) @ a
+        noise = np.where(own[:, None], 0.2, 0.8)
+        feats.append((shown + noise * rng.normal(size=(n_items, d))).astype(np.float32))
+    users = rng.normal(size=(n_users, LATENT))
+    log_pop = np.log(rng.pareto(tail, size=n_items) + 1.0)
+    return z, carrier, feats, users, log_pop, rng
+
+
+def generate_latent(root: str, n_items: int = 10_000, n_users: int = 4_000, per_user: float = 19.0, seed: int = 0,
+                    tail: float = 1.5, name: str = "planted-latent") -> str:
+    """Users pick items by taste x meaning plus popularity (``latent_parts``), ~19 each, without repeats."""
+    z, _, feats, users, log_pop, rng = latent_parts(n_items, n_users, seed, tail)
+    rows = set()
+    for start in range(0, n_users, 500):
+        u = users[start:start + 500]
+        logits = 0.5 * u @ z.T + log_pop  # [chunk, n_items]
+        gumbel = -np.log(-np.log(rng.uniform(size=logits.shape)))
+        order = np.argsort(-(logits + gumbel), axis=1)  # Gumbel top-n = sampling without replacement
+        for r in range(len(u)):
+            n = max(5, int(rng.poisson(per_user)))
+            rows |= {(start + r, int(i)) for i in order[r, :n]}
+    return _write(root, name, n_users, n_items, rows, feats)
+
+
+def _write(root: str, name: str, n_users: int, n_items: int, rows, feats) -> str:
     folder = os.path.join(root, name)
     os.makedirs(folder, exist_ok=True)
     with open(os.path.join(folder, f"{name}.inter"), "w") as f:
@@ -101,6 +159,48 @@ def run(models, seeds: int, name: str = NAME) -> None:
                         f"--data_path={DATA}"])
 
 
+def ceiling(name: str, seed: int = 1) -> float:
+    """NDCG@10 of a scorer that knows the generator's hidden truth, on a per-user random 8:1:1 split
+    of the variant's interactions drawn here (not RecBole's split, but of the same kind): what
+    content could at best add. Clusters: the user's training share of each true cluster x the
+    item's training popularity. Latent: the generator's own logits (taste x meaning + popularity)."""
+    v = dict(VARIANTS[name])
+    kind = v.pop("kind", "clusters")
+    path = os.path.join(DATA, name, f"{name}.inter")
+    if not os.path.isfile(path):
+        return float("nan")
+    inter = np.loadtxt(path, skiprows=1, dtype=np.int64)
+    n_items = 10_000
+    if kind == "latent":
+        z, _, _, users, log_pop, _ = latent_parts(n_items, v["n_users"], 0, v["tail"])
+    else:
+        cluster = np.random.default_rng(0).integers(40, size=n_items)  # generate's first draw
+    rng = np.random.default_rng(seed)
+    by_user: dict[int, list[int]] = {}
+    for u, i in inter:
+        by_user.setdefault(int(u), []).append(int(i))
+    parts = {}
+    for u, items in by_user.items():
+        items = np.array(items)
+        rng.shuffle(items)
+        a, b = int(round(0.8 * len(items))), int(round(0.9 * len(items)))
+        parts[u] = items[:a], items[a:b], items[b:]
+    pop = np.bincount(np.concatenate([p[0] for p in parts.values()]), minlength=n_items).astype(float)
+    disc = 1.0 / np.log2(np.arange(2, 12))
+    scores = []
+    for u, (train, valid, test) in parts.items():
+        if len(test) == 0:
+            continue
+        if kind == "latent":
+            s = 0.5 * users[u] @ z.T + log_pop
+        else:
+            s = np.bincount(cluster[train], minlength=40)[cluster] * (pop + 1.0)
+        s[np.concatenate([train, valid])] = -np.inf
+        top = np.argsort(-s)[:10]
+        scores.append((np.isin(top, test) * disc).sum() / disc[:min(len(test), 10)].sum())
+    return float(np.mean(scores))
+
+
 def _variant_lines(name: str) -> list[str]:
     trials = {}
     for path in glob.glob(os.path.join(out_dir(name), "trials", "*.json")):
@@ -124,6 +224,8 @@ def _variant_lines(name: str) -> list[str]:
         cells = [f"{trials[(m, s)]['test_result']['ndcg@10']:.4f} ({trials[(m, s)]['best_epoch']})"
                  if (m, s) in trials else "—" for s in seeds]
         lines.append(f"| {m} | " + " | ".join(cells) + f" | {means[m]:.4f} |")
+    lines += ["", f"Ceiling: a scorer that knows the generator's hidden truth reaches NDCG@10 {ceiling(name):.4f} "
+                  "on a split of the same kind (`ceiling` in the script)."]
     if "MetaMMF_MF" in means and "BPR" in means:
         lines += ["", f"MetaMMF_MF / BPR test NDCG@10: {means['MetaMMF_MF'] / means['BPR']:.3f} "
                       f"({100 * (means['MetaMMF_MF'] / means['BPR'] - 1):+.1f} %)."]

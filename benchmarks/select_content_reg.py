@@ -9,6 +9,8 @@ never used for the choice.
 
     python -m dataset_converters diffmm --src ../shared/data/tiktok-diffmm --out dataset --name tiktok-diffmm
     python benchmarks/select_content_reg.py            # all of it (resumes)
+    python benchmarks/select_content_reg.py --require_pow --weights 0.03 0.1 0.3 --models MetaMMF_MF MetaMMF_GCN
+                                                       # the squared form (RecBole's require_pow)
     python benchmarks/select_content_reg.py --report   # only rewrite the table from the trial files
 """
 
@@ -31,26 +33,36 @@ OUT = os.path.join(HERE, "validation", "content_reg")
 TABLE = os.path.join(HERE, "content_reg_validation.md")
 
 
-def out_dir(weight: float) -> str:
-    return os.path.join(OUT, f"w{weight:g}")
+def out_dir(weight: float, pow_: bool = False) -> str:
+    return os.path.join(OUT, f"w{weight:g}" + ("-pow" if pow_ else ""))
 
 
-def run(weights, models, datasets, epochs: int) -> None:
+def _setting(directory: str) -> tuple[bool, float]:
+    """(require_pow, weight) of a ``w*`` folder: ``w0.1`` is the plain norm, ``w0.1-pow`` the squared one."""
+    name = os.path.basename(directory)[1:]
+    return name.endswith("-pow"), float(name.removesuffix("-pow"))
+
+
+def _label(setting: tuple[bool, float]) -> str:
+    return f"{setting[1]:g}" + (" (squared)" if setting[0] else "")
+
+
+def run(weights, models, datasets, epochs: int, pow_: bool = False) -> None:
     import run_benchmark
 
     for w in weights:
         # --force: a trial run under older plugin code or defaults is run again, never mixed in
-        argv = ["--models", *models, "--datasets", *datasets, "--seeds", "1", "--out", out_dir(w), "--force",
-                "--data_path=dataset", f"--epochs={epochs}", f"--content_reg_weight={w}"]
+        argv = ["--models", *models, "--datasets", *datasets, "--seeds", "1", "--out", out_dir(w, pow_), "--force",
+                "--data_path=dataset", f"--epochs={epochs}", f"--content_reg_weight={w}", f"--require_pow={pow_}"]
         print("python run_benchmark.py " + " ".join(argv), flush=True)
         run_benchmark.main(argv)
 
 
-def report(weights) -> str:
-    weights = sorted(set(weights) | {float(os.path.basename(d)[1:]) for d in glob.glob(os.path.join(OUT, "w*"))})
+def report() -> str:
+    weights = sorted(_setting(d) for d in glob.glob(os.path.join(OUT, "w*")))  # (pow, weight): plain norm first
     rows = {}
     for w in weights:
-        for path in sorted(glob.glob(os.path.join(out_dir(w), "trials", "*.json"))):  # noqa: PTH207
+        for path in sorted(glob.glob(os.path.join(out_dir(w[1], w[0]), "trials", "*.json"))):  # noqa: PTH207
             t = json.load(open(path))
             if t.get("status") != "ok":
                 continue
@@ -63,7 +75,9 @@ def report(weights) -> str:
         "mm-ml-100k; epoch cap 300; every other key the model's default YAML). The cells are the",
         "**best validation score** (best epoch in brackets); each row's `rel.` is the mean over the",
         "datasets of score / the best score of that column, and the chosen weight is the row with the",
-        "highest `rel.` (datasets count equally, whatever their metric's scale). Test metrics are in the trial files",
+        "highest `rel.` (datasets count equally, whatever their metric's scale). \"(squared)\" rows use RecBole's",
+        "`require_pow: True` form of EmbLoss (sum of squares / 2 per batch row, as LightGCN's option); the others its",
+        "default plain norm / batch size. Test metrics are in the trial files",
         f"(`benchmarks/validation/content_reg/w*/trials/`) and were not looked at for the choice.",
         "",
     ]
@@ -74,18 +88,17 @@ def report(weights) -> str:
         best = {d: max((t["best_valid_score"] for (dd, m, _), t in rows.items() if dd == d and m == model),
                        default=None) for d in datasets}
         rel = {}
-        for w in sorted(weights):
+        for w in weights:
             cells = []
             for d in datasets:
                 t = rows.get((d, model, w))
                 cells.append("—" if t is None else f"{t['best_valid_score']:.4f} ({t['best_epoch']})")
             if all((d, model, w) in rows for d in datasets):
                 rel[w] = sum(rows[(d, model, w)]["best_valid_score"] / best[d] for d in datasets) / len(datasets)
-            lines.append(f"| {w:g} | " + " | ".join(cells) + f" | {rel[w]:.3f} |" if w in rel else
-                         f"| {w:g} | " + " | ".join(cells) + " | — |")
+            lines.append(f"| {_label(w)} | " + " | ".join(cells) + (f" | {rel[w]:.3f} |" if w in rel else " | — |"))
         if rel:
             complete = len(rel) == len([w for w in weights if any((d, model, w) in rows for d in datasets)])
-            lines += ["", f"Chosen: **{max(rel, key=rel.get):g}**" + ("" if complete else
+            lines += ["", f"Chosen: **{_label(max(rel, key=rel.get))}**" + ("" if complete else
                       f" (so far: {len(rel)} of {len(weights)} weights complete)")]
         lines.append("")
     text = "\n".join(lines)
@@ -101,10 +114,11 @@ def main(argv=None) -> None:
     p.add_argument("--models", nargs="+", default=MODELS)
     p.add_argument("--datasets", nargs="+", default=DATASETS)
     p.add_argument("--epochs", type=int, default=300)
+    p.add_argument("--require_pow", action="store_true", help="the squared form of the penalty (RecBole's require_pow)")
     args = p.parse_args(argv)
     if not args.report:
-        run(args.weights, args.models, args.datasets, args.epochs)
-    print(report(args.weights))
+        run(args.weights, args.models, args.datasets, args.epochs, args.require_pow)
+    print(report())
 
 
 if __name__ == "__main__":

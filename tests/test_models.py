@@ -210,14 +210,18 @@ def test_models_learn_what_features_decide(planted):
     ("MetaMMF_GCN", {}),
     ("MetaMMF_GCN", {"propagation": "lightgcn"}),
     ("VBPR", {"reg_weight": 0.0}),
+    ("MetaMMF_MF", {"require_pow": True}),
+    ("MetaMMF_GCN", {"require_pow": True}),
 ])
 def test_content_reg_weight_adds_embloss_of_the_scored_vectors(planted, model, extra):
     """loss(w) - loss(0) = w * EmbLoss(user vectors, whole item vectors) of the batch: the
-    scored vectors for MF-style models, the vectors before propagation for MetaMMF_GCN."""
+    scored vectors for MF-style models, the vectors before propagation for MetaMMF_GCN; with
+    ``require_pow`` the sum of their squares / 2 / batch size instead of the sum of their norms / batch size."""
     from recbole.model.loss import EmbLoss
 
     root, name = planted
     _, net, train, _ = build_model(model, root, name, content_reg_weight=0.0, **extra)
+    assert net.require_pow == extra.get("require_pow", False)
     net.train()
     batch = next(iter(train)).to(net.device)
     users, pos, neg = batch[net.USER_ID], batch[net.ITEM_ID], batch[net.NEG_ITEM_ID]
@@ -237,7 +241,11 @@ def test_content_reg_weight_adds_embloss_of_the_scored_vectors(planted, model, e
         else:
             u_e, (p_e, n_e) = net.batch_embeddings(users, [pos, neg])
             vecs = [u_e[:, :-1] if model == "VBPR" else u_e, p_e, n_e]
-        expected = w * EmbLoss()(*vecs).squeeze()
+        if net.require_pow:
+            expected = w * sum(float((v**2).sum()) for v in vecs) / 2 / len(users)
+            expected = torch.tensor(expected)
+        else:
+            expected = w * EmbLoss()(*vecs).squeeze()
     assert expected > 0
     assert torch.allclose(diff, expected, rtol=1e-4, atol=1e-6)
     # the penalty reaches the fusion network (MetaMMF) / the content projection (VBPR)

@@ -56,6 +56,8 @@ class MultimodalRecommender(GeneralRecommender):
         if self.cold_item_id not in COLD_ITEM_ID:
             raise ValueError(f"cold_item_id must be one of {COLD_ITEM_ID}, got '{config['cold_item_id']}'")
         self.content_reg_weight = config["content_reg_weight"] if "content_reg_weight" in config else 0.0
+        # RecBole's key (LightGCN's): EmbLoss as the squared L2 norm / 2 per row when True, the plain norm when False
+        self.require_pow = bool(config["require_pow"]) if "require_pow" in config else False
 
         # define loss
         self.bpr_loss = BPRLoss()
@@ -119,10 +121,10 @@ class MultimodalRecommender(GeneralRecommender):
         if self.reg_weight > 0:
             reg = self.reg_embeddings(users, [pos, neg])
             if reg:
-                loss = loss + self.reg_weight * self.reg_loss(*reg).squeeze()  # EmbLoss returns shape [1]
+                loss = loss + self.reg_weight * self.reg_loss(*reg, require_pow=self.require_pow).squeeze()  # EmbLoss returns shape [1]
         if self.content_reg_weight > 0:
             reg = self.content_reg_embeddings(users, [pos, neg], u_e, [pos_e, neg_e])
-            loss = loss + self.content_reg_weight * self.reg_loss(*reg).squeeze()
+            loss = loss + self.content_reg_weight * self.reg_loss(*reg, require_pow=self.require_pow).squeeze()
         return loss
 
     def _eval_tensors(self):
