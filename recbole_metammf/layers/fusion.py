@@ -118,27 +118,40 @@ class MetaFusionLayer(nn.Module):
             return shared + self.meta_dim * self.in_dim * self.out_dim
         return shared + self.rank * (self.in_dim + self.out_dim + self.meta_dim)
 
-    def forward(self, h, s: torch.Tensor) -> torch.Tensor:
-        """h: [n, in] (or a list of its column blocks, see :func:`project`), s: [n, d_s] -> [n, out]."""
-        y = project(h, self.M)  # [n, out]
+    def input_weights(self) -> list[torch.Tensor]:
+        """The matrices this layer multiplies its input by (before anything item-specific):
+        ``[M, A]`` (cp, collapsed), ``[M, [T_1 .. T_ds]]`` (full, in > out) or ``[M]`` (full,
+        in <= out, whose Khatri-Rao product needs the input itself). A caller may compute
+        these products together with others that share the input (see
+        :meth:`MetaFusionNetwork.forward`) and hand them to :meth:`combine`."""
+        if self.form == "full":
+            if self.in_dim <= self.out_dim:
+                return [self.M]
+            return [self.M, self.T.permute(1, 0, 2).reshape(self.in_dim, self.meta_dim * self.out_dim)]  # [in, d_s*out]
+        return [self.M, self.A]
+
+    def combine(self, projections: list[torch.Tensor], s: torch.Tensor, h) -> torch.Tensor:
+        """The layer's output from ``[h @ w for w in input_weights()]``, ``s`` and (full, in <= out) ``h``."""
+        y = projections[0]  # h · M, [n, out]
         n = s.shape[0]
         if self.form == "full":
             if self.in_dim <= self.out_dim:
                 h = as_tensor(h)
                 # (s ⊗ h) · T, one matmul over the d_s·in Khatri-Rao features
                 z = (s.unsqueeze(2) * h.unsqueeze(1)).reshape(n, self.meta_dim * self.in_dim)  # [n, d_s*in]
-                y = y + z @ self.T.reshape(self.meta_dim * self.in_dim, self.out_dim)
-            else:
-                # h · [T_1 .. T_ds], then weight the d_s outputs by s
-                t = self.T.permute(1, 0, 2).reshape(self.in_dim, self.meta_dim * self.out_dim)  # [in, d_s*out]
-                hz = project(h, t).view(n, self.meta_dim, self.out_dim)  # [n, d_s, out]
-                y = y + torch.einsum("nko,nk->no", hz, s)
-        elif self.form == "cp":
-            y = y + (project(h, self.A) * (s @ self.C.t())) @ self.B  # [n, R] * [n, R] -> [n, out]
-        else:  # collapsed: the released code's CPDLayer
-            scale = s @ self.C.sum(dim=0)  # [n]
-            y = y + scale.unsqueeze(1) * (project(h, self.A) @ self.B)
-        return y
+                return y + z @ self.T.reshape(self.meta_dim * self.in_dim, self.out_dim)
+            # h · [T_1 .. T_ds], then weight the d_s outputs by s
+            hz = projections[1].reshape(n, self.meta_dim, self.out_dim)  # [n, d_s, out]
+            return y + torch.einsum("nko,nk->no", hz, s)
+        if self.form == "cp":
+            return y + (projections[1] * (s @ self.C.t())) @ self.B  # [n, R] * [n, R] -> [n, out]
+        # collapsed: the released code's CPDLayer
+        scale = s @ self.C.sum(dim=0)  # [n]
+        return y + scale.unsqueeze(1) * (projections[1] @ self.B)
+
+    def forward(self, h, s: torch.Tensor) -> torch.Tensor:
+        """h: [n, in] (or a list of its column blocks, see :func:`project`), s: [n, d_s] -> [n, out]."""
+        return self.combine([project(h, w) for w in self.input_weights()], s, h)
 
     def item_weights(self, s: torch.Tensor) -> torch.Tensor:
         """Explicit per-item weights W_i: [n, in, out]. For tests and benchmarks only."""
@@ -191,19 +204,79 @@ class MetaFusionNetwork(nn.Module):
             negative_slope=config["negative_slope"],
         )
 
+    # Fast path (default): the meta extractor's first linear layer and the first fusion layer's
+    # input products (x·M, x·A) read the same input, so they run as ONE matmul with the weights
+    # side by side, x · [W1^T | M | A], whose backward is one matmul too. Same maths as the
+    # separate products (tests/test_perf_fusion.py compares them); False runs them apart.
+    fuse_input_products = True
+
+    def grouped(self, x):
+        """:func:`group_blocks` of ``x``, with runs of constant blocks concatenated once and reused.
+
+        The dense modality blocks of all items are the same buffers every step: their
+        concatenation (a copy of [n_items, d]) is cached, keyed by the blocks' storage,
+        version counter, shape and stride, and holding the blocks themselves (so their memory
+        cannot be reused by another tensor while cached). An in-place change of a block
+        (which bumps its version) or a new block (``.to(device)``) recomputes it.
+        """
+        if torch.is_tensor(x):
+            return x
+        runs: list[list[torch.Tensor]] = []
+        for part in x:
+            if runs and runs[-1][0].requires_grad == part.requires_grad:
+                runs[-1].append(part)
+            else:
+                runs.append([part])
+        blocks = []
+        for run in runs:
+            if len(run) == 1:
+                blocks.append(run[0])
+            elif run[0].requires_grad:
+                blocks.append(torch.cat(run, dim=-1))
+            else:
+                key = tuple((p.data_ptr(), p._version, tuple(p.shape), p.stride(), str(p.device), p.dtype) for p in run)
+                hit = self._concat_cache.get(key)
+                if hit is None:
+                    hit = (list(run), torch.cat(run, dim=-1))
+                    if len(self._concat_cache) >= 4:
+                        self._concat_cache.pop(next(iter(self._concat_cache)))
+                    self._concat_cache[key] = hit
+                blocks.append(hit[1])
+        return blocks[0] if len(blocks) == 1 else blocks
+
+    @property
+    def _concat_cache(self) -> dict:
+        cache = self.__dict__.get("_concat_cache_dict")
+        if cache is None:
+            cache = self.__dict__["_concat_cache_dict"] = {}
+        return cache
+
+    def __getstate__(self):  # pickling / deep copies leave the cache behind
+        state = self.__dict__.copy()
+        state.pop("_concat_cache_dict", None)
+        return state
+
     def forward(self, x) -> torch.Tensor:
         """x: [n, d_in], or the list of per-modality blocks whose concatenation it is.
 
         Blocks give the same result; the constant (dense-feature) blocks then cost no input
         gradient in the backward pass of the first layer and the meta extractor.
         """
-        x = group_blocks(x)
-        s = self.extractor(x)  # [n, d_s]
-        h = x
-        for i, layer in enumerate(self.layers):
+        x = self.grouped(x)
+        first = self.layers[0]
+        if self.fuse_input_products:
+            lin1, act, lin2 = self.extractor.net
+            weights = first.input_weights()
+            y = project(x, torch.cat([lin1.weight.t(), *weights], dim=1))  # [n, hidden + out + R]
+            pre, *projections = y.split([lin1.out_features, *(w.shape[1] for w in weights)], dim=1)
+            s = lin2(act(pre + lin1.bias))  # [n, d_s]
+            h = first.combine(projections, s, x)
+        else:
+            s = self.extractor(x)  # [n, d_s]
+            h = first(x, s)
+        for layer in self.layers[1:]:
+            h = F.leaky_relu(h, self.negative_slope)
             h = layer(h, s)
-            if i < len(self.layers) - 1:
-                h = F.leaky_relu(h, self.negative_slope)
         return h
 
     def forward_explicit(self, x: torch.Tensor) -> torch.Tensor:

@@ -68,18 +68,39 @@ class MetaMMF_GCN(MultimodalRecommender):
         ids = self.cold_id_table(self.item_id_embedding.weight)  # cold items: see cold_item_id
         return torch.cat([content, ids], dim=-1)  # [n_items, fused + id]
 
-    def compute_all(self):
+    # Fast path (default): a training batch's user, positive and negative rows are gathered from the
+    # propagated vectors (and from the vectors before propagation, for content_reg_weight) with ONE
+    # index_select each, instead of splitting into users / items and indexing each list apart: the same
+    # rows and the same loss, two gathers and two scatter-adds in the backward pass instead of six
+    # (tests/test_perf_gcn.py compares both). False uses the generic path of MultimodalRecommender.
+    batched_gather = True
+
+    def propagate(self) -> torch.Tensor:
+        """Final representations of all nodes, users first: [U+I, d]."""
         h = torch.cat([self.user_embedding.weight, self.item_representation()], dim=0)  # [U+I, d]
         self._ego = h if self.training else None  # the vectors before propagation, for content_reg_weight
         if self.propagation == "lightgcn":
-            h = lightgcn_propagate(h, self.adj, self.n_layers)
-        else:
-            for i, (conv, p) in enumerate(zip(self.convs, self.dropouts)):
-                h = conv(h, self.adj)
-                if i < len(self.convs) - 1:
-                    h = F.leaky_relu(h, self.negative_slope)
-                h = F.dropout(h, p=p, training=self.training)
-        return torch.split(h, [self.n_users, self.n_items])
+            return lightgcn_propagate(h, self.adj, self.n_layers)
+        for i, (conv, p) in enumerate(zip(self.convs, self.dropouts)):
+            h = conv(h, self.adj)
+            if i < len(self.convs) - 1:
+                h = F.leaky_relu(h, self.negative_slope)
+            h = F.dropout(h, p=p, training=self.training)
+        return h
+
+    def compute_all(self):
+        return torch.split(self.propagate(), [self.n_users, self.n_items])
+
+    def _batch_rows(self, users, items_list) -> tuple[torch.Tensor, list[int]]:
+        rows = torch.cat([users, *(self.n_users + items for items in items_list)])  # node ids
+        return rows, [len(users), *(len(items) for items in items_list)]
+
+    def batch_embeddings(self, users, items_list):
+        if not self.batched_gather:
+            return super().batch_embeddings(users, items_list)
+        rows, sizes = self._batch_rows(users, items_list)
+        user_e, *item_e = self.propagate().index_select(0, rows).split(sizes)
+        return user_e, item_e
 
     def reg_embeddings(self, users, items_list):
         return [self.user_embedding(users)] + [self.item_id_embedding(i) for i in items_list]
@@ -87,4 +108,7 @@ class MetaMMF_GCN(MultimodalRecommender):
     def content_reg_embeddings(self, users, items_list, user_e, item_e_list):
         # the user's and items' vectors before propagation (the item's is [e^m ; e^c], content included)
         ego = self._ego
+        if self.batched_gather:
+            rows, sizes = self._batch_rows(users, items_list)
+            return list(ego.index_select(0, rows).split(sizes))  # EmbLoss: one norm per part, as below
         return [ego[users]] + [ego[self.n_users + items] for items in items_list]

@@ -1,0 +1,157 @@
+"""Issue 12's fast paths equal the computations they replace (values and gradients).
+
+* MetaFusionNetwork: the meta extractor's first layer and the first fusion layer's input
+  products as one matmul (``fuse_input_products``) vs apart vs the explicit per-item weights;
+  the cached concatenation of constant blocks (``grouped``);
+* MetaMMF_MF: a batch's content gathered from the cached all-items table (``gather_from_table``);
+* MetaMMF_GCN: one gather of the batch's rows (``batched_gather``) vs a gather per list.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import build_model
+from recbole_metammf.layers.fusion import FORMS, MetaFusionNetwork, as_tensor, group_blocks
+from recbole_metammf.model.metammf_gcn import MetaMMF_GCN
+from recbole_metammf.model.metammf_mf import MetaMMF_MF
+
+
+def _randomise(module):
+    torch.manual_seed(1)
+    for p in module.parameters():
+        torch.nn.init.normal_(p, std=0.5)
+
+
+def _grads(out, params):
+    target = torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)
+    return torch.autograd.grad((out * target).sum(), params, allow_unused=True)
+
+
+@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize("widths", [(10, [8, 6], 4, 7), (6, [9], 4, None), (5, [], 8, 3)])  # full: in > out and in <= out
+@pytest.mark.parametrize("blocks", [False, True])
+def test_fused_input_products_equal_separate_and_explicit(form, widths, blocks, monkeypatch):
+    d_in, hidden, out, meta_hidden = widths
+    torch.manual_seed(0)
+    net = MetaFusionNetwork(d_in, hidden, out, meta_dim=3, meta_hidden=meta_hidden, form=form, rank=3).double()
+    _randomise(net)
+    n = 13
+    if blocks:  # a constant block, a learned one (as a token embedding), a constant one
+        k = d_in // 3
+        x = [torch.randn(n, k, dtype=torch.double), torch.randn(n, k, dtype=torch.double, requires_grad=True),
+             torch.randn(n, d_in - 2 * k, dtype=torch.double)]
+        learned = [x[1]]
+    else:
+        x = torch.randn(n, d_in, dtype=torch.double)
+        learned = []
+    params = [*net.parameters(), *learned]
+
+    monkeypatch.setattr(MetaFusionNetwork, "fuse_input_products", True)
+    fused = net(x)
+    g_fused = _grads(fused, params)
+    monkeypatch.setattr(MetaFusionNetwork, "fuse_input_products", False)
+    apart = net(x)
+    g_apart = _grads(apart, params)
+    explicit = net.forward_explicit(as_tensor(x))
+    g_expl = _grads(explicit, params)
+
+    assert fused.shape == (n, out)
+    assert torch.allclose(fused, apart, atol=1e-10)
+    assert torch.allclose(fused, explicit, atol=1e-9)
+    for a, b, c in zip(g_fused, g_apart, g_expl):
+        assert (a is None) == (b is None) == (c is None)
+        if a is not None:
+            assert torch.allclose(a, b, atol=1e-9)
+            assert torch.allclose(a, c, atol=1e-8)
+
+
+def test_grouped_caches_constant_runs_and_notices_changes():
+    net = MetaFusionNetwork(9, [4], 2, meta_dim=2)
+    a, b, c = torch.randn(5, 3), torch.randn(5, 4), torch.randn(5, 2)
+    learned = torch.randn(5, 2, requires_grad=True)
+
+    first = net.grouped([a, b, learned, c])
+    expected = group_blocks([a, b, learned, c])
+    assert len(first) == 3 and all(torch.equal(x, y) for x, y in zip(first, expected))
+    assert first[1] is learned and first[2] is c  # single blocks pass through
+    again = net.grouped([a, b, learned, c])
+    assert again[0] is first[0]  # the constant run's concatenation is reused
+
+    b.add_(1.0)  # in place: the version counter changes, so does the concatenation
+    changed = net.grouped([a, b, learned, c])
+    assert changed[0] is not first[0] and torch.equal(changed[0], torch.cat([a, b], dim=1))
+    other = net.grouped([a.clone(), b, learned, c])  # a new tensor: a new entry
+    assert other[0] is not changed[0] and torch.equal(other[0], changed[0])
+
+    t = torch.randn(5, 9)
+    assert net.grouped(t) is t
+    lr = [torch.randn(5, 4, requires_grad=True), torch.randn(5, 5, requires_grad=True)]
+    out = net.grouped(lr)  # learned runs are concatenated every call (their values change)
+    assert out.requires_grad and torch.equal(out, torch.cat(lr, dim=1))
+    assert len(net._concat_cache) <= 4
+
+
+def test_grouped_cache_is_dropped_by_deepcopy():
+    import copy
+
+    net = MetaFusionNetwork(6, [4], 2, meta_dim=2)
+    net.grouped([torch.randn(3, 3), torch.randn(3, 3)])
+    assert len(net._concat_cache) == 1
+    assert len(copy.deepcopy(net)._concat_cache) == 0
+
+
+def _loss_and_grads(net, batch):
+    net.zero_grad(set_to_none=True)
+    torch.manual_seed(0)  # the same dropout masks on both paths
+    loss = net.calculate_loss(batch)
+    loss.backward()
+    return loss.detach(), {n: p.grad.clone() for n, p in net.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("audio_tags", [(True, False), (True, True)])  # dense only; dense + tokens (no table)
+def test_mf_gather_from_table_equals_per_modality_gathers(tmp_path, monkeypatch, audio_tags):
+    from conftest import write_planted_dataset
+
+    with_audio, with_tokens = audio_tags
+    write_planted_dataset(tmp_path / "data", with_audio=with_audio, with_tokens=with_tokens)
+    _, net, train, _ = build_model("MetaMMF_MF", tmp_path / "data", "planted", content_reg_weight=0.1)
+    net.train()
+    batch = next(iter(train))
+    items = torch.cat([batch[net.ITEM_ID], batch[net.NEG_ITEM_ID]])
+    expected = torch.cat(net.modalities.per_modality(items), dim=1)
+    got = as_tensor(net.content_input(items))
+    assert torch.equal(got, expected)
+
+    monkeypatch.setattr(MetaMMF_MF, "gather_from_table", True)
+    loss_fast, g_fast = _loss_and_grads(net, batch)
+    monkeypatch.setattr(MetaMMF_MF, "gather_from_table", False)
+    monkeypatch.setattr(MetaFusionNetwork, "fuse_input_products", False)
+    loss_ref, g_ref = _loss_and_grads(net, batch)
+    assert torch.allclose(loss_fast, loss_ref, rtol=1e-5, atol=1e-6)
+    assert g_fast.keys() == g_ref.keys()
+    for k in g_ref:
+        assert torch.allclose(g_fast[k], g_ref[k], rtol=1e-4, atol=1e-6), k
+
+
+@pytest.mark.parametrize("extra", [{}, {"propagation": "lightgcn"}, {"require_pow": True, "reg_weight": 0.01}])
+def test_gcn_batched_gather_equals_per_list_gathers(planted, monkeypatch, extra):
+    root, name = planted
+    _, net, train, _ = build_model("MetaMMF_GCN", root, name, content_reg_weight=0.1, **extra)
+    net.train()
+    batch = next(iter(train))
+    monkeypatch.setattr(MetaMMF_GCN, "batched_gather", True)
+    loss_fast, g_fast = _loss_and_grads(net, batch)
+    monkeypatch.setattr(MetaMMF_GCN, "batched_gather", False)
+    monkeypatch.setattr(MetaFusionNetwork, "fuse_input_products", False)
+    loss_ref, g_ref = _loss_and_grads(net, batch)
+    assert torch.allclose(loss_fast, loss_ref, rtol=1e-5, atol=1e-6)
+    assert g_fast.keys() == g_ref.keys()
+    for k in g_ref:
+        assert torch.allclose(g_fast[k], g_ref[k], rtol=1e-4, atol=1e-6), k
+    # evaluation is unchanged: compute_all splits the same propagated vectors
+    net.eval()
+    with torch.no_grad():
+        u, i = net.compute_all()
+    assert u.shape[0] == net.n_users and i.shape[0] == net.n_items
