@@ -39,13 +39,23 @@ def normalise(adj: sp.csr_matrix, kind: str) -> sp.csr_matrix:
     raise ValueError(f"unknown normalisation '{kind}'")
 
 
+def index_dtype(*sizes: int) -> torch.dtype:
+    """int32 for CSR indices when every size fits, else int64.
+
+    torch's CPU sparse-dense product works on int32 indices: int64 ones are converted at
+    every product (two index copies per call), int32 ones are used as they are.
+    """
+    return torch.int32 if max(sizes, default=0) < 2**31 - 1 else torch.int64
+
+
 def to_torch_sparse(matrix: sp.spmatrix) -> torch.Tensor:
-    """A scipy matrix as a torch sparse CSR tensor (float32)."""
+    """A scipy matrix as a torch sparse CSR tensor (float32; int32 indices when they fit)."""
     csr = sp.csr_matrix(matrix, dtype=np.float32)
     csr.sort_indices()
+    dtype = index_dtype(csr.nnz, *csr.shape)
     return torch.sparse_csr_tensor(
-        torch.from_numpy(csr.indptr.astype(np.int64)),
-        torch.from_numpy(csr.indices.astype(np.int64)),
+        torch.from_numpy(csr.indptr.astype(np.int64)).to(dtype),
+        torch.from_numpy(csr.indices.astype(np.int64)).to(dtype),
         torch.from_numpy(csr.data),
         size=csr.shape,
     )
@@ -255,6 +265,8 @@ class EdgePattern(nn.Module):
         self.n_rows, self.n_cols, self.n_edges = int(n_rows), int(n_cols), len(rows)
         crow, col, perm, row_counts = _csr_order(rows, cols, n_rows, n_cols)
         ccol, row, perm_t, col_counts = _csr_order(cols, rows, n_cols, n_rows)
+        dtype = index_dtype(len(rows), n_rows, n_cols)  # CSR indices used as they are (see index_dtype)
+        crow, col, ccol, row = (t.to(dtype) for t in (crow, col, ccol, row))
         identity = torch.arange(self.n_edges, device=rows.device)
         # each edge's row (of A, of A^T) in CSR order: expands per-row values to edges
         row_of = torch.repeat_interleave(torch.arange(n_rows, device=rows.device), row_counts)
