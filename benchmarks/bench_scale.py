@@ -294,11 +294,12 @@ def worker(key: str, args) -> None:
             continue
         if cmd[0] == "epoch":
             l0 = loadavg()
+            c0 = time.process_time()
             t0 = time.perf_counter()
             loss = trainer._train_epoch(train_data, epoch_idx, show_progress=False)
             dt = time.perf_counter() - t0
             epoch_idx += 1
-            say({"epoch_s": dt, "loss": float(loss), "load": [l0, loadavg()]})
+            say({"epoch_s": dt, "cpu_s": time.process_time() - c0, "loss": float(loss), "load": [l0, loadavg()]})
         elif cmd[0] == "extras":
             l0 = loadavg()
             out = {"extrap_epoch_s": old_steps(model, trainer, train_data, int(cmd[1]))}
@@ -368,6 +369,9 @@ def run_group(name: str, args) -> None:
     RUNS.mkdir(exist_ok=True)
     for key, row in rows.items():
         times = [e["epoch_s"] for e in row["epochs"]]
+        cpus = [e["cpu_s"] for e in row["epochs"] if "cpu_s" in e]
+        if cpus:
+            row["cpu_median_s"] = statistics.median(cpus)
         row.update({"case": key, "epoch_median_s": statistics.median(times), "when": stamp,
                     "commit": commit + ("+local changes" if dirty else ""), "group_wall_s": time.perf_counter() - t_group,
                     "cpu": _cpu_model()})

@@ -75,6 +75,15 @@ class GRCN(MultimodalRecommender):
         self.graph_pattern = EdgePattern(
             torch.cat([self.edge_user, item_node]), torch.cat([item_node, self.edge_user]), n, n
         )  # receiver, sender
+        # all modalities at once: M copies of the user-item graph side by side (block diagonal), modality m's
+        # users at rows m*U.., its items at columns m*I..; edges modality-major, each copy in edge_user order
+        m_ids = torch.arange(n_modalities).repeat_interleave(len(self.edge_user))  # [M*E]
+        self.stacked_pattern = EdgePattern(
+            self.edge_user.repeat(n_modalities) + m_ids * self.n_users,
+            self.edge_item.repeat(n_modalities) + m_ids * self.n_items,
+            n_modalities * self.n_users,
+            n_modalities * self.n_items,
+        )
 
         # parameter init
         for p in [self.id_embedding, self.confidence, *self.preferences]:
@@ -98,6 +107,28 @@ class GRCN(MultimodalRecommender):
         item_rep = feat + ui.spmm_t(a_item, pref)  # [I, c]
         return user_rep, item_rep, a_user, a_item
 
+    def route_stacked(self, contents: list[torch.Tensor]):
+        """:meth:`route` of every modality in one pass over the block-diagonal ``stacked_pattern``: the
+        same numbers (the blocks never meet: each row's softmax, normalisation and sum stays within its
+        modality), one sampled product / softmax / sparse product per round instead of one per modality.
+
+        Returns lists of user reps [U, c] and item reps [I, c] per modality, and the affinities into
+        users and into items [E, M]."""
+        ui, n_mod = self.stacked_pattern, len(contents)
+        proj = torch.cat([self.projections[m](content) for m, content in enumerate(contents)])  # [M*I, c]
+        feat = F.normalize(F.leaky_relu(proj, self.negative_slope), dim=-1)  # row-wise: per item and modality
+        pref = F.normalize(torch.cat(list(self.preferences)), dim=-1)  # [M*U, c]
+        for _ in range(self.n_routing):
+            a_user = ui.softmax(ui.dot(pref, feat), over="rows", bounded=True)
+            pref = F.normalize(pref + ui.spmm(a_user, feat), dim=-1)
+        score = ui.dot(pref, feat)  # [M*E]
+        a_user = ui.softmax(score, over="rows", bounded=True)
+        a_item = ui.softmax(score, over="cols", bounded=True)
+        user_rep = pref + ui.spmm(a_user, feat)  # [M*U, c]
+        item_rep = feat + ui.spmm_t(a_item, pref)  # [M*I, c]
+        return (list(user_rep.split(self.n_users)), list(item_rep.split(self.n_items)),
+                a_user.view(n_mod, -1).t(), a_item.view(n_mod, -1).t())
+
     def refined_weights(self, a_user: torch.Tensor, a_item: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Pruned edge weights of messages into users and into items from per-modality affinities [E, M]."""
         if self.edge_weight_mode == "confid":
@@ -110,15 +141,24 @@ class GRCN(MultimodalRecommender):
             w_user, w_item = a_user.max(-1).values, a_item.max(-1).values
         return F.relu(w_user), F.relu(w_item)  # pruning: negative support removes the edge
 
+    # Fast path (default): all modalities routed in one block-diagonal pass (route_stacked); False routes
+    # them one at a time (route). The same numbers: tests/test_perf_grcn.py compares both.
+    stack_modalities = True
+
     def compute_all(self):
-        user_reps, item_reps, a_users, a_items = [], [], [], []
-        for m, content in enumerate(self.modalities.per_modality()):
-            user_rep, item_rep, a_user, a_item = self.route(m, content)
-            user_reps.append(user_rep)
-            item_reps.append(item_rep)
-            a_users.append(a_user)
-            a_items.append(a_item)
-        w_user, w_item = self.refined_weights(torch.stack(a_users, -1), torch.stack(a_items, -1))  # [E] each
+        contents = self.modalities.per_modality()
+        if self.stack_modalities and len(contents) > 1:
+            user_reps, item_reps, a_user, a_item = self.route_stacked(contents)  # affinities [E, M]
+        else:
+            user_reps, item_reps, a_users, a_items = [], [], [], []
+            for m, content in enumerate(contents):
+                user_rep, item_rep, a_u, a_i = self.route(m, content)
+                user_reps.append(user_rep)
+                item_reps.append(item_rep)
+                a_users.append(a_u)
+                a_items.append(a_i)
+            a_user, a_item = torch.stack(a_users, -1), torch.stack(a_items, -1)  # [E, M]
+        w_user, w_item = self.refined_weights(a_user, a_item)  # [E] each
 
         # weighted propagation of the ID embeddings on the refined graph (both directions)
         weight = torch.cat([w_user, w_item])  # edges of graph_pattern: into users, then into items
