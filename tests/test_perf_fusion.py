@@ -3,7 +3,8 @@
 * MetaFusionNetwork: the meta extractor's first layer and the first fusion layer's input
   products as one matmul (``fuse_input_products``) vs apart vs the explicit per-item weights;
   the cached concatenation of constant blocks (``grouped``);
-* MetaMMF_MF: a batch's content gathered from the cached all-items table (``gather_from_table``);
+* MetaMMF_MF: a batch's content gathered from the cached all-items table (``gather_from_table``),
+  each distinct item fused once (``dedup_items``);
 * MetaMMF_GCN: one gather of the batch's rows (``batched_gather``) vs a gather per list.
 """
 
@@ -124,9 +125,12 @@ def test_mf_gather_from_table_equals_per_modality_gathers(tmp_path, monkeypatch,
     got = as_tensor(net.content_input(items))
     assert torch.equal(got, expected)
 
+    assert len(torch.unique(items)) < len(items)  # the batch repeats items: dedup_items has work to do
     monkeypatch.setattr(MetaMMF_MF, "gather_from_table", True)
+    monkeypatch.setattr(MetaMMF_MF, "dedup_items", True)
     loss_fast, g_fast = _loss_and_grads(net, batch)
     monkeypatch.setattr(MetaMMF_MF, "gather_from_table", False)
+    monkeypatch.setattr(MetaMMF_MF, "dedup_items", False)
     monkeypatch.setattr(MetaFusionNetwork, "fuse_input_products", False)
     loss_ref, g_ref = _loss_and_grads(net, batch)
     assert torch.allclose(loss_fast, loss_ref, rtol=1e-5, atol=1e-6)

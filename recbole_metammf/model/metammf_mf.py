@@ -63,11 +63,20 @@ class MetaMMF_MF(MultimodalRecommender):
     def compute_all(self):
         return self.user_embedding.weight, self.item_representation()
 
+    # Fast path (default): an item that occurs several times in a batch (popular positives, negatives
+    # drawn twice) is fused once and its vector gathered for every occurrence: the fusion of an item
+    # depends on the item alone, so the vectors and their gradients are the same (tests/test_perf_fusion.py).
+    dedup_items = True
+
     def batch_embeddings(self, users, items_list):
         # fuse only the batch's items, all lists in one pass
         items = torch.cat(items_list)
-        item_e = self.item_representation(items).split([len(i) for i in items_list])
-        return self.user_embedding(users), list(item_e)
+        if self.dedup_items:
+            unique, inverse = torch.unique(items, return_inverse=True)
+            item_e = self.item_representation(unique).index_select(0, inverse)
+        else:
+            item_e = self.item_representation(items)
+        return self.user_embedding(users), list(item_e.split([len(i) for i in items_list]))
 
     def reg_embeddings(self, users, items_list):
         return [self.user_embedding(users)] + [self.item_id_embedding(i) for i in items_list]
