@@ -3,6 +3,7 @@ evaluation pass against a by-hand ranking), and content-only scoring of cold ite
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from pathlib import Path
 
@@ -148,6 +149,7 @@ def test_recbole_evaluation_reports_cold_metrics_as_computed_by_hand(tmp_path, m
 
 
 def test_cold_metrics_need_the_training_split(tmp_path, caplog):
+    caplog.set_level(logging.WARNING)  # an earlier test's RecBole logger setup may have raised the root level
     write_cold_split(tmp_path / "d", n_users=40, n_items=60, per_user=10)
     cfg = planted_config(tmp_path / "d", benchmark_filename=["train", "valid", "test"], epochs=1)
     config = Config(model="BPR", dataset="planted", config_dict=cfg)
@@ -391,6 +393,7 @@ def test_leaderboard_shows_cold_columns_when_the_trials_have_them(tmp_path):
 
 
 def test_cold_metrics_left_out_of_a_multi_process_evaluation(tmp_path, caplog):
+    caplog.set_level(logging.WARNING)  # as above
     """RecBole all-gathers every key and averages ranks by their user counts: no cold keys there."""
     from recbole.evaluator.collector import Collector
 
