@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -11,7 +13,7 @@ from recbole.data.interaction import Interaction
 from recbole.quick_start import run_recbole
 from recbole.utils import get_model
 
-from conftest import build_model, planted_config, write_planted_dataset
+from conftest import REPO, build_model, planted_config, write_planted_dataset
 from recbole_metammf.layers.graph import SAGEConv, SparseGraph, bipartite_adjacency, lightgcn_propagate, normalise
 
 MODELS = ["MetaMMF_MF", "MetaMMF_GCN"]
@@ -270,3 +272,18 @@ def test_metammf_gcn_sage_layers_start_as_the_references_pyg_sageconv(planted):
         assert 0 < conv.lin_neigh.bias.abs().max() <= bound
     u = net.user_embedding.weight
     assert abs(u.std() / (2 / sum(u.shape)) ** 0.5 - 1) < 0.1  # Xavier variance 2 / (fan_in + fan_out)
+
+
+def test_reference_yaml_switches_off_what_the_reference_code_does_not_have(planted):
+    """properties/reference/ gives the released code's settings: its collapsed CP fusion 4 layers deep,
+    no standardisation, and no penalty but Adam's weight decay (the plugin's content_reg_weight off)."""
+    import yaml
+
+    root, name = planted
+    ref = yaml.safe_load((Path(REPO) / "properties" / "reference" / "MetaMMF-ref-movielens.yaml").read_text())
+    keys = {k: ref[k] for k in ("fusion_form", "fusion_hidden_sizes", "standardize_modalities", "content_reg_weight",
+                                "reg_weight", "dropout", "weight_decay")}
+    _, net, _, _ = build_model("MetaMMF_GCN", root, name, **keys)
+    assert net.content_reg_weight == 0.0 and net.reg_weight == 0.0
+    assert [layer.form for layer in net.fusion.layers] == ["collapsed"] * 4
+    assert [layer.out_dim for layer in net.fusion.layers] == [1024, 512, 256, 32]
