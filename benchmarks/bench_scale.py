@@ -538,8 +538,20 @@ def report(path: Path) -> str:
                 f"{rounds(g, a, b)}; fastest epoch / fastest epoch {fastest:.2f}; CPU-time ratio {fmt(c)}; "
                 f"load avg {load:.1f})")
 
-    def mark(v, t):
-        return "n/a" if v is None else ("met" if v <= t else "**not met**")
+    def spread(g, a, b):
+        """max / min of the per-round ratios: above 1.5 the rounds disagree too much for a verdict."""
+        ra, rb = pair(g, a, b)
+        if not ra or len(ra["epochs"]) < 2:
+            return 1.0
+        rs = [x["epoch_s"] / y["epoch_s"] for x, y in zip(ra["epochs"], rb["epochs"])]
+        return max(rs) / min(rs)
+
+    def mark(v, t, g=None, a=None, b=None):
+        if v is None:
+            return "n/a"
+        if g and spread(g, a, b) > 1.5:
+            return f"no verdict: rounds disagree (max/min {spread(g, a, b):.1f})"
+        return "met" if v <= t else "**not met**"
 
     gcn_mid = ratio("mid-gcn", "mid/MetaMMF_GCN", "mid/LightGCN")
     gcn_mid64 = ratio("mid-gcn", "mid/MetaMMF_GCN-meta64", "mid/LightGCN")
@@ -588,19 +600,19 @@ def report(path: Path) -> str:
         "|---|---|---|---|",
         f"| MetaMMF_GCN / LightGCN epoch, mid-size (batch 4,096), before this issue's changes | "
         f"{cell('mid-gcn-before', 'mid/MetaMMF_GCN', 'mid/LightGCN')} | <= 1.5 | "
-        f"{mark(ratio('mid-gcn-before', 'mid/MetaMMF_GCN', 'mid/LightGCN'), 1.5)} |",
+        f"{mark(ratio('mid-gcn-before', 'mid/MetaMMF_GCN', 'mid/LightGCN'), 1.5, 'mid-gcn-before', 'mid/MetaMMF_GCN', 'mid/LightGCN')} |",
         f"| MetaMMF_GCN / LightGCN epoch, mid-size (batch 4,096) | {cell('mid-gcn', 'mid/MetaMMF_GCN', 'mid/LightGCN')} "
-        f"| <= 1.5 | {mark(gcn_mid, 1.5)} |",
+        f"| <= 1.5 | {mark(gcn_mid, 1.5, 'mid-gcn', 'mid/MetaMMF_GCN', 'mid/LightGCN')} |",
         f"| same run, MetaMMF_GCN with this issue's fast paths switched off | "
         f"{cell('mid-gcn', 'mid/MetaMMF_GCN-nofast', 'mid/LightGCN')} | | |",
         f"| same, `meta_hidden_size: 64` (not the default) | {cell('mid-gcn', 'mid/MetaMMF_GCN-meta64', 'mid/LightGCN')} "
-        f"| (<= 1.5) | {mark(gcn_mid64, 1.5)} |",
+        f"| (<= 1.5) | {mark(gcn_mid64, 1.5, 'mid-gcn', 'mid/MetaMMF_GCN-meta64', 'mid/LightGCN')} |",
         f"| MetaMMF_GCN / LightGCN epoch, TikTok shape (batch 2,048) | "
-        f"{cell('tiktok-gcn', 'tiktok/MetaMMF_GCN', 'tiktok/LightGCN')} | <= 1.5 | {mark(gcn_tt, 1.5)} |",
-        f"| MetaMMF_MF / BPR epoch, mid-size | {cell('mid-mf', 'mid/MetaMMF_MF', 'mid/BPR')} | <= 2.0 | {mark(mf_mid, 2.0)} |",
+        f"{cell('tiktok-gcn', 'tiktok/MetaMMF_GCN', 'tiktok/LightGCN')} | <= 1.5 | {mark(gcn_tt, 1.5, 'tiktok-gcn', 'tiktok/MetaMMF_GCN', 'tiktok/LightGCN')} |",
+        f"| MetaMMF_MF / BPR epoch, mid-size | {cell('mid-mf', 'mid/MetaMMF_MF', 'mid/BPR')} | <= 2.0 | {mark(mf_mid, 2.0, 'mid-mf', 'mid/MetaMMF_MF', 'mid/BPR')} |",
         f"| MetaMMF_MF / BPR epoch, TikTok shape | {cell('tiktok-mf', 'tiktok/MetaMMF_MF', 'tiktok/BPR')} | <= 2.0 | "
-        f"{mark(mf_tt, 2.0)} |",
-        f"| GRCN / LightGCN epoch, mid-size | {cell('mid-grcn', 'mid/GRCN', 'mid/LightGCN')} | <= 3 | {mark(grcn, 3)} |",
+        f"{mark(mf_tt, 2.0, 'tiktok-mf', 'tiktok/MetaMMF_MF', 'tiktok/BPR')} |",
+        f"| GRCN / LightGCN epoch, mid-size | {cell('mid-grcn', 'mid/GRCN', 'mid/LightGCN')} | <= 3 | {mark(grcn, 3, 'mid-grcn', 'mid/GRCN', 'mid/LightGCN')} |",
         f"| peak memory, MetaMMF_GCN training, TikTok shape | {fmt(mem)} GB while training (whole process, "
         f"data loading included: {fmt(mem_all)} GB) | <= 2 GB | {mark(mem, 2.0)} |",
         f"| Kwai shape, MetaMMF_GCN / LightGCN epoch, reference widths (`meta_hidden_size` = d_in) | "
@@ -678,8 +690,10 @@ def report(path: Path) -> str:
     after = profiles.get(("mid", "after")) or profiles.get(("mid", "before"))
     l_row = cases.get(("mid-gcn", "mid/LightGCN"))
     if after and l_row:
+        best = max((p for (sh, _), p in profiles.items() if sh == "mid"), key=lambda p: p["matmul_gflops"])
+        after = dict(after, matmul_gflops=best["matmul_gflops"], dense_bound_s=after["dense_train_gflop"] / best["matmul_gflops"])
         nb = l_row["batches_per_epoch"]
-        l_epoch = l_row["epoch_median_s"]
+        l_epoch = min(e["epoch_s"] for e in l_row["epochs"])  # its least disturbed epoch
         bound = (l_epoch + nb * after["dense_bound_s"]) / l_epoch
         lines += [
             "",
@@ -687,9 +701,11 @@ def report(path: Path) -> str:
             "",
             f"MetaMMF_GCN's step does at least what LightGCN's does (two propagations over the same graph, the same "
             f"batches, loss and Adam step) plus its dense matmuls: {after['dense_train_gflop']:.1f} GFLOP per step "
-            f"(profile '{after['tag']}'), at the {after['matmul_gflops']:.0f} GFLOP/s measured in that run at least "
+            f"(profile '{after['tag']}'), at the best matmul throughput measured in any profile run "
+            f"({after['matmul_gflops']:.0f} GFLOP/s, profile '{best['tag']}'; the machine was shared, a quiet one "
+            f"measures more) at least "
             f"{after['dense_bound_s']:.3f} s a step, {nb * after['dense_bound_s']:.1f} s an epoch of {nb} batches. "
-            f"Against the LightGCN epoch of the same group ({l_epoch:.1f} s) the ratio cannot go below about "
+            f"Against LightGCN's fastest epoch of the same group ({l_epoch:.1f} s) the ratio cannot go below about "
             f"**{bound:.2f}** with the reference meta extractor ({after['d_in']}-{after.get('meta_hidden')}-5: "
             f"{after['extractor_train_gflop']:.1f} of the {after['dense_train_gflop']:.1f} GFLOP). The measured ratio "
             f"is {fmt(gcn_mid)}.",
