@@ -111,6 +111,14 @@ def _loss_and_grads(net, batch):
     return loss.detach(), {n: p.grad.clone() for n, p in net.named_parameters() if p.grad is not None}
 
 
+def _assert_same_loss_and_grads(loss_fast, g_fast, loss_ref, g_ref):
+    """The fast path's loss and every parameter's gradient equal the reference computation's."""
+    assert torch.allclose(loss_fast, loss_ref, rtol=1e-5, atol=1e-6)
+    assert g_fast.keys() == g_ref.keys()
+    for k in g_ref:
+        assert torch.allclose(g_fast[k], g_ref[k], rtol=1e-4, atol=1e-6), k
+
+
 @pytest.mark.parametrize("audio_tags", [(True, False), (True, True)])  # dense only; dense + tokens (no table)
 def test_mf_gather_from_table_equals_per_modality_gathers(tmp_path, monkeypatch, audio_tags):
     from conftest import write_planted_dataset
@@ -133,10 +141,7 @@ def test_mf_gather_from_table_equals_per_modality_gathers(tmp_path, monkeypatch,
     monkeypatch.setattr(MetaMMF_MF, "dedup_items", False)
     monkeypatch.setattr(MetaFusionNetwork, "fuse_input_products", False)
     loss_ref, g_ref = _loss_and_grads(net, batch)
-    assert torch.allclose(loss_fast, loss_ref, rtol=1e-5, atol=1e-6)
-    assert g_fast.keys() == g_ref.keys()
-    for k in g_ref:
-        assert torch.allclose(g_fast[k], g_ref[k], rtol=1e-4, atol=1e-6), k
+    _assert_same_loss_and_grads(loss_fast, g_fast, loss_ref, g_ref)
 
 
 @pytest.mark.parametrize("extra", [{}, {"propagation": "lightgcn"}, {"require_pow": True, "reg_weight": 0.01}])
@@ -150,10 +155,7 @@ def test_gcn_batched_gather_equals_per_list_gathers(planted, monkeypatch, extra)
     monkeypatch.setattr(MetaMMF_GCN, "batched_gather", False)
     monkeypatch.setattr(MetaFusionNetwork, "fuse_input_products", False)
     loss_ref, g_ref = _loss_and_grads(net, batch)
-    assert torch.allclose(loss_fast, loss_ref, rtol=1e-5, atol=1e-6)
-    assert g_fast.keys() == g_ref.keys()
-    for k in g_ref:
-        assert torch.allclose(g_fast[k], g_ref[k], rtol=1e-4, atol=1e-6), k
+    _assert_same_loss_and_grads(loss_fast, g_fast, loss_ref, g_ref)
     # evaluation is unchanged: compute_all splits the same propagated vectors
     net.eval()
     with torch.no_grad():

@@ -44,9 +44,10 @@ def project(h, weight: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def group_blocks(parts) -> torch.Tensor | list[torch.Tensor]:
-    """Column blocks of the input, adjacent blocks of equal ``requires_grad`` concatenated;
-    a single tensor when one block remains (or when given a tensor)."""
+def group_blocks(parts, concat=None) -> torch.Tensor | list[torch.Tensor]:
+    """Column blocks of the input, adjacent blocks of equal ``requires_grad`` concatenated (by
+    ``concat``, default ``torch.cat`` on the last dim); a single tensor when one block remains
+    (or when given a tensor)."""
     if torch.is_tensor(parts):
         return parts
     groups: list[list[torch.Tensor]] = []
@@ -55,7 +56,8 @@ def group_blocks(parts) -> torch.Tensor | list[torch.Tensor]:
             groups[-1].append(part)
         else:
             groups.append([part])
-    blocks = [g[0] if len(g) == 1 else torch.cat(g, dim=-1) for g in groups]
+    concat = concat or (lambda group: torch.cat(group, dim=-1))
+    blocks = [g[0] if len(g) == 1 else concat(g) for g in groups]
     return blocks[0] if len(blocks) == 1 else blocks
 
 
@@ -219,30 +221,20 @@ class MetaFusionNetwork(nn.Module):
         cannot be reused by another tensor while cached). An in-place change of a block
         (which bumps its version) or a new block (``.to(device)``) recomputes it.
         """
-        if torch.is_tensor(x):
-            return x
-        runs: list[list[torch.Tensor]] = []
-        for part in x:
-            if runs and runs[-1][0].requires_grad == part.requires_grad:
-                runs[-1].append(part)
-            else:
-                runs.append([part])
-        blocks = []
-        for run in runs:
-            if len(run) == 1:
-                blocks.append(run[0])
-            elif run[0].requires_grad:
-                blocks.append(torch.cat(run, dim=-1))
-            else:
-                key = tuple((p.data_ptr(), p._version, tuple(p.shape), p.stride(), str(p.device), p.dtype) for p in run)
-                hit = self._concat_cache.get(key)
-                if hit is None:
-                    hit = (list(run), torch.cat(run, dim=-1))
-                    if len(self._concat_cache) >= 4:
-                        self._concat_cache.pop(next(iter(self._concat_cache)))
-                    self._concat_cache[key] = hit
-                blocks.append(hit[1])
-        return blocks[0] if len(blocks) == 1 else blocks
+        return group_blocks(x, self._concat_cached)
+
+    def _concat_cached(self, run: list[torch.Tensor]) -> torch.Tensor:
+        """``torch.cat(run, -1)``; for constant blocks, from the cache described in :meth:`grouped`."""
+        if run[0].requires_grad:
+            return torch.cat(run, dim=-1)
+        key = tuple((p.data_ptr(), p._version, tuple(p.shape), p.stride(), str(p.device), p.dtype) for p in run)
+        hit = self._concat_cache.get(key)
+        if hit is None:
+            hit = (list(run), torch.cat(run, dim=-1))
+            if len(self._concat_cache) >= 4:
+                self._concat_cache.pop(next(iter(self._concat_cache)))
+            self._concat_cache[key] = hit
+        return hit[1]
 
     @property
     def _concat_cache(self) -> dict:
