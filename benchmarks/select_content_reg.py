@@ -55,6 +55,24 @@ def _setting(directory: str) -> tuple[bool, float]:
     return name.endswith("-pow"), float(name.removesuffix("-pow"))
 
 
+def _ok_trials(directory: str):
+    """The finished trials (records) under a benchmark folder."""
+    for path in sorted(glob.glob(os.path.join(directory, "trials", "*.json"))):  # noqa: PTH207
+        t = json.load(open(path))
+        if t.get("status") == "ok":
+            yield t
+
+
+def _microlens_cells() -> list[tuple[int, tuple[bool, float], dict]]:
+    """(epoch cap, setting, trial) of every MicroLens run: ``w*`` folders at the board's 20 epochs, ``ep60-w*``
+    with a 60-epoch cap."""
+    cells = []
+    for directory in glob.glob(os.path.join(MICROLENS, "*w*")):
+        cap, _, setting = os.path.basename(directory).partition("w")
+        cells += [(int(cap[2:-1]) if cap else 20, _setting("w" + setting), t) for t in _ok_trials(directory)]
+    return sorted(cells, key=lambda c: (c[2]["model"], c[0], c[1]))
+
+
 def _label(setting: tuple[bool, float]) -> str:
     return f"{setting[1]:g}" + (" (squared)" if setting[0] else "")
 
@@ -74,16 +92,11 @@ def report() -> str:
     weights = sorted(_setting(d) for d in glob.glob(os.path.join(OUT, "w*")))  # (pow, weight): plain norm first
     rows = {}
     for w in weights:
-        for path in sorted(glob.glob(os.path.join(out_dir(w[1], w[0]), "trials", "*.json"))):  # noqa: PTH207
-            t = json.load(open(path))
-            if t.get("status") != "ok":
-                continue
+        for t in _ok_trials(out_dir(w[1], w[0])):
             rows[(t["dataset"], t["model"], w)] = t
-    for directory in glob.glob(os.path.join(MICROLENS, "w*")):  # MicroLens-50k under its board's budget
-        for path in glob.glob(os.path.join(directory, "trials", "*.json")):
-            t = json.load(open(path))
-            if t.get("status") == "ok":
-                rows[(t["dataset"], t["model"], _setting(directory))] = t
+    for cap, w, t in _microlens_cells():  # MicroLens-50k under its board's budget
+        if cap == 20:
+            rows[(t["dataset"], t["model"], w)] = t
     weights = sorted({w for _, _, w in rows})
     lines = [
         "# content_reg_weight chosen on validation",
@@ -166,19 +179,9 @@ MICROLENS = os.path.join(HERE, "validation", "content_reg_microlens")
 def microlens_lines() -> list[str]:
     """MetaMMF_MF on MicroLens-50k under its leaderboard's budget: a check of the chosen default on a third
     real dataset (each trial one command, in the table)."""
-    rows = []
-    for directory in glob.glob(os.path.join(MICROLENS, "*w*")):
-        name = os.path.basename(directory)
-        cap = name.split("-w")[0] if name.startswith("ep") else "ep20"
-        setting = (cap, *_setting(os.path.join(MICROLENS, name[name.index("w"):])))
-        for path in glob.glob(os.path.join(directory, "trials", "*.json")):
-            t = json.load(open(path))
-            if t.get("status") == "ok":
-                rows.append((setting, t))
-    if not rows:
+    cells = _microlens_cells()
+    if not cells:
         return []
-    rows.sort(key=lambda r: r[0])
-    best = max(t["best_valid_score"] for _, t in rows)
     lines = ["## MicroLens-50k: how its cells were run", "",
              "The MicroLens leaderboard's budget (`benchmarks/validation/content_reg_microlens/budget.yaml`: 20 epochs of",
              "8,192-triple batches, learning rate 4e-3, validation every 2nd epoch; not converged), seed 2020, dataset from",
@@ -190,10 +193,9 @@ def microlens_lines() -> list[str]:
              "a 60-epoch cap (`budget60.yaml`) to see whether the order holds closer to convergence.",
              "Best validation NDCG@10 (best epoch / epochs run):", "",
              "| model | epoch cap | content_reg_weight | microlens | / the model's best |", "|---|---|---|---|---|"]
-    rows.sort(key=lambda r: (r[1]["model"], r[0]))
-    for setting, t in rows:
-        best = max(u["best_valid_score"] for _, u in rows if u["model"] == t["model"])
-        lines.append(f"| {t['model']} | {setting[0][2:]} | {_label(setting[1:])} | {t['best_valid_score']:.4f} "
+    for cap, setting, t in cells:
+        best = max(u["best_valid_score"] for _, _, u in cells if u["model"] == t["model"])
+        lines.append(f"| {t['model']} | {cap} | {_label(setting)} | {t['best_valid_score']:.4f} "
                      f"({t['best_epoch']} / {t['epochs_run']}) | {t['best_valid_score'] / best:.3f} |")
     return lines + [""]
 
