@@ -54,8 +54,8 @@ def to_torch_sparse(matrix: sp.spmatrix) -> torch.Tensor:
     csr.sort_indices()
     dtype = index_dtype(csr.nnz, *csr.shape)
     return torch.sparse_csr_tensor(
-        torch.from_numpy(csr.indptr.astype(np.int64)).to(dtype),
-        torch.from_numpy(csr.indices.astype(np.int64)).to(dtype),
+        torch.from_numpy(csr.indptr).to(dtype),
+        torch.from_numpy(csr.indices).to(dtype),
         torch.from_numpy(csr.data),
         size=csr.shape,
     )

@@ -72,7 +72,7 @@ class MetaMMF_GCN(MultimodalRecommender):
     # propagated vectors (and from the vectors before propagation, for content_reg_weight) with ONE
     # index_select each, instead of splitting into users / items and indexing each list apart: the same
     # rows and the same loss, two gathers and two scatter-adds in the backward pass instead of six
-    # (tests/test_perf_gcn.py compares both). False uses the generic path of MultimodalRecommender.
+    # (tests/test_perf_fusion.py compares both). False uses the generic path of MultimodalRecommender.
     batched_gather = True
 
     def propagate(self) -> torch.Tensor:
