@@ -67,6 +67,7 @@ CASES = {
     "mid/MetaMMF_GCN-nofast": ("MetaMMF_GCN", "mid", {"_fast_paths": False}),
     "mid/BPR": ("BPR", "mid", {}),
     "mid/MetaMMF_MF": ("MetaMMF_MF", "mid", {}),
+    "mid/MetaMMF_MF-meta64": ("MetaMMF_MF", "mid", {"meta_hidden_size": 64}),
     "mid/GRCN": ("GRCN", "mid", {}),
     "mid2048/LightGCN": ("LightGCN", "mid", {"train_batch_size": 2048}),
     "mid2048/MetaMMF_GCN": ("MetaMMF_GCN", "mid", {"train_batch_size": 2048}),
@@ -81,7 +82,7 @@ CASES = {
 # group -> (cases interleaved, warm-up epochs, timed epochs)
 GROUPS = {
     "mid-gcn": (["mid/LightGCN", "mid/MetaMMF_GCN", "mid/MetaMMF_GCN-meta64", "mid/MetaMMF_GCN-nofast"], 1, 3),
-    "mid-mf": (["mid/BPR", "mid/MetaMMF_MF"], 1, 3),
+    "mid-mf": (["mid/BPR", "mid/MetaMMF_MF", "mid/MetaMMF_MF-meta64"], 1, 3),
     "mid-grcn": (["mid/LightGCN", "mid/GRCN"], 1, 3),
     "mid2048": (["mid2048/LightGCN", "mid2048/MetaMMF_GCN"], 1, 3),
     "tiktok-gcn": (["tiktok/LightGCN", "tiktok/MetaMMF_GCN"], 0, 3),
@@ -243,7 +244,7 @@ def build(key: str, data: str, work: str, threads: int):
         from recbole_metammf.model.metammf_gcn import MetaMMF_GCN
         from recbole_metammf.model.metammf_mf import MetaMMF_MF
 
-        MetaFusionNetwork.fuse_input_products = MetaMMF_GCN.batched_gather = False
+        MetaFusionNetwork.fuse_input_products = MetaMMF_GCN.batched_gather = MetaMMF_GCN.fast_dropout = False
         MetaMMF_MF.gather_from_table = MetaMMF_MF.dedup_items = GRCN.stack_modalities = False
         MetaFusionNetwork.grouped = lambda self, x: group_blocks_plain(x)
     t_start = time.perf_counter()

@@ -5,7 +5,8 @@
   the cached concatenation of constant blocks (``grouped``);
 * MetaMMF_MF: a batch's content gathered from the cached all-items table (``gather_from_table``),
   each distinct item fused once (``dedup_items``);
-* MetaMMF_GCN: one gather of the batch's rows (``batched_gather``) vs a gather per list.
+* MetaMMF_GCN: one gather of the batch's rows (``batched_gather``) vs a gather per list; SAGE
+  dropout with ``rand`` masks, the last layer's only on the batch's distinct rows (``fast_dropout``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 
 from conftest import build_model
 from recbole_metammf.layers.fusion import FORMS, MetaFusionNetwork, as_tensor, group_blocks
+from recbole_metammf.layers.graph import mask_dropout
 from recbole_metammf.model.metammf_gcn import MetaMMF_GCN
 from recbole_metammf.model.metammf_mf import MetaMMF_MF
 
@@ -144,12 +146,18 @@ def test_mf_gather_from_table_equals_per_modality_gathers(tmp_path, monkeypatch,
     _assert_same_loss_and_grads(loss_fast, g_fast, loss_ref, g_ref)
 
 
+@pytest.mark.parametrize("on_rows", [True, False])
 @pytest.mark.parametrize("extra", [{}, {"propagation": "lightgcn"}, {"require_pow": True, "reg_weight": 0.01}])
-def test_gcn_batched_gather_equals_per_list_gathers(planted, monkeypatch, extra):
+def test_gcn_batched_gather_equals_per_list_gathers(planted, monkeypatch, extra, on_rows):
+    """One gather (and, ``on_rows``, the last SAGE layer computed on the batch's rows only) equals the
+    whole-graph computation gathered per list. The last layer's dropout is 0 here (its masks are drawn
+    per row on the fast path; their law is tested below); layer 1's dropout masks are the same draws."""
     root, name = planted
-    _, net, train, _ = build_model("MetaMMF_GCN", root, name, content_reg_weight=0.1, **extra)
+    _, net, train, _ = build_model("MetaMMF_GCN", root, name, content_reg_weight=0.1, dropout=[0.1, 0.0], **extra)
     net.train()
     batch = next(iter(train))
+    monkeypatch.setattr(MetaMMF_GCN, "fast_dropout", False)  # its masks differ in draw; tested below
+    monkeypatch.setattr(MetaMMF_GCN, "last_layer_on_rows", on_rows)
     monkeypatch.setattr(MetaMMF_GCN, "batched_gather", True)
     loss_fast, g_fast = _loss_and_grads(net, batch)
     monkeypatch.setattr(MetaMMF_GCN, "batched_gather", False)
@@ -161,3 +169,57 @@ def test_gcn_batched_gather_equals_per_list_gathers(planted, monkeypatch, extra)
     with torch.no_grad():
         u, i = net.compute_all()
     assert u.shape[0] == net.n_users and i.shape[0] == net.n_items
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5])
+def test_mask_dropout_has_dropouts_law_and_gradient(p):
+    torch.manual_seed(0)
+    h = torch.rand(400, 500, dtype=torch.double) + 0.5  # no zeros of its own
+    h.requires_grad_(True)
+    out = mask_dropout(h, p)
+    ratio = (out / h).detach()
+    kept = ratio != 0
+    assert torch.allclose(ratio[kept], torch.full_like(ratio[kept], 1 / (1 - p)))  # kept ones scaled by 1/(1-p)
+    n = h.numel()
+    sd = (p * (1 - p) / n) ** 0.5
+    assert abs((~kept).double().mean().item() - p) < 5 * sd  # each dropped with probability p
+    w = torch.randn_like(h)
+    (grad,) = torch.autograd.grad((out * w).sum(), h)
+    assert torch.allclose(grad, w * ratio)  # backward: grad * mask * scale, as F.dropout
+    assert mask_dropout(h, p, training=False) is h and mask_dropout(h, 0.0) is h
+    assert torch.equal(mask_dropout(h, 1.0), torch.zeros_like(h))
+
+
+def test_gcn_last_dropout_on_batch_rows_masks_each_node_once(planted, monkeypatch):
+    """The fast path masks the last SAGE layer's output on the batch's distinct rows: a gathered row is
+    the undropped row, scaled by 0 or 1/(1-p) per element, a node repeated in the batch gets the same
+    mask each time (as with the whole matrix masked, then gathered), and about p of it is dropped."""
+    root, name = planted
+    p = 0.5
+    _, net, train, _ = build_model("MetaMMF_GCN", root, name, dropout=[0.1, p])
+    net.train()
+    batch = next(iter(train))
+    users, pos, neg = batch[net.USER_ID], batch[net.ITEM_ID], batch[net.NEG_ITEM_ID]
+    rows, _ = net._batch_rows(users, [pos, neg])
+    assert len(torch.unique(rows)) < len(rows)  # repeats to check
+    with torch.no_grad():
+        torch.manual_seed(3)
+        fast = net.propagate(rows)
+        net.dropouts[-1] = 0.0  # the same layer-1 mask (same seed, drawn first), no last dropout
+        torch.manual_seed(3)
+        plain = net.propagate()[rows]
+    nonzero = plain != 0
+    ratio = fast[nonzero] / plain[nonzero]
+    assert torch.all((ratio == 0) | torch.isclose(ratio, torch.full_like(ratio, 1 / (1 - p))))
+    first, repeat = {}, 0
+    for j, r in enumerate(rows.tolist()):
+        if r in first:
+            assert torch.equal(fast[j], fast[first[r]])
+            repeat += 1
+        else:
+            first[r] = j
+    assert repeat > 0
+    distinct = torch.tensor(sorted(first.values()))
+    dropped = (fast[distinct] == 0) & (plain[distinct] != 0)
+    n = int(nonzero[distinct].sum())
+    assert abs(dropped.sum().item() / n - p) < 5 * (p * (1 - p) / n) ** 0.5

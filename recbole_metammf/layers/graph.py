@@ -114,8 +114,28 @@ class SAGEConv(nn.Module):
         self.lin_neigh.reset_parameters()
         self.lin_root.reset_parameters()
 
-    def forward(self, h: torch.Tensor, mean_adj: SparseGraph) -> torch.Tensor:
-        return self.lin_neigh(mean_adj(h)) + self.lin_root(h)  # [N, out]
+    def forward(self, h: torch.Tensor, mean_adj: SparseGraph, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """[N, out]; with ``rows`` only those nodes' outputs [len(rows), out] (the mean still over all of h)."""
+        neigh = mean_adj(h)
+        if rows is not None:
+            neigh, h = neigh.index_select(0, rows), h.index_select(0, rows)
+        return self.lin_neigh(neigh) + self.lin_root(h)
+
+
+def mask_dropout(h: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
+    """Inverted dropout as ``F.dropout`` (each element kept with probability ``1 - p``, kept ones scaled
+    by ``1 / (1 - p)``), its mask drawn with ``torch.rand`` instead of ``bernoulli_``.
+
+    The same law, a different random stream: on CPU torch's ``bernoulli_`` draws about half as fast
+    as ``rand`` (a [28k, 64] mask: 7.4 ms vs 3.4 ms, 2 threads), and MetaMMF_GCN draws one for every
+    node at every step. The backward is ``grad * mask * scale`` as for ``F.dropout``.
+    """
+    if not training or p == 0.0:
+        return h
+    if p >= 1.0:
+        return h * 0.0
+    keep = (torch.rand(h.shape, device=h.device) >= p).to(h.dtype).mul_(1.0 / (1.0 - p))  # 0 or 1/(1-p)
+    return h * keep
 
 
 def lightgcn_propagate(h: torch.Tensor, sym_adj: SparseGraph, n_layers: int) -> torch.Tensor:

@@ -25,7 +25,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 from recbole.model.init import xavier_normal_initialization
 
-from recbole_metammf.layers.graph import SAGEConv, SparseGraph, bipartite_adjacency, lightgcn_propagate, normalise
+from recbole_metammf.layers.graph import (
+    SAGEConv,
+    SparseGraph,
+    bipartite_adjacency,
+    lightgcn_propagate,
+    mask_dropout,
+    normalise,
+)
 from recbole_metammf.layers.fusion import MetaFusionNetwork
 from recbole_metammf.model.base import MultimodalRecommender
 
@@ -74,19 +81,39 @@ class MetaMMF_GCN(MultimodalRecommender):
     # rows and the same loss, two gathers and two scatter-adds in the backward pass instead of six
     # (tests/test_perf_fusion.py compares both). False uses the generic path of MultimodalRecommender.
     batched_gather = True
+    # Fast path (default): SAGE dropout masks drawn with torch.rand (layers.graph.mask_dropout: the
+    # same law as F.dropout, half its cost on CPU). False: F.dropout.
+    fast_dropout = True
+    # Fast path (default, with batched_gather): the last SAGE layer's linear maps and its dropout are
+    # applied only to the batch's distinct rows (its neighbour mean is still taken over the whole graph),
+    # and each node keeps ONE dropout mask, shared by its repeats in the batch, as when the whole
+    # matrix is masked and then gathered. tests/test_perf_fusion.py checks both against the whole-matrix
+    # computation. False: the last layer on every node, then the batch's rows gathered.
+    last_layer_on_rows = True
 
-    def propagate(self) -> torch.Tensor:
-        """Final representations of all nodes, users first: [U+I, d]."""
+    def _dropout(self, h: torch.Tensor, p: float) -> torch.Tensor:
+        if self.fast_dropout:
+            return mask_dropout(h, p, self.training)
+        return F.dropout(h, p=p, training=self.training)
+
+    def propagate(self, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Final representations of all nodes, users first: [U+I, d]; with ``rows``, only those rows."""
         h = torch.cat([self.user_embedding.weight, self.item_representation()], dim=0)  # [U+I, d]
         self._ego = h if self.training else None  # the vectors before propagation, for content_reg_weight
         if self.propagation == "lightgcn":
-            return lightgcn_propagate(h, self.adj, self.n_layers)
+            out = lightgcn_propagate(h, self.adj, self.n_layers)
+            return out if rows is None else out.index_select(0, rows)
+        last = len(self.convs) - 1
         for i, (conv, p) in enumerate(zip(self.convs, self.dropouts)):
+            if i == last and rows is not None and self.last_layer_on_rows:
+                distinct, inverse = torch.unique(rows, return_inverse=True)  # [k], [len(rows)]
+                out = conv(h, self.adj, rows=distinct)  # [k, d]
+                return self._dropout(out, p).index_select(0, inverse)
             h = conv(h, self.adj)
-            if i < len(self.convs) - 1:
+            if i < last:
                 h = F.leaky_relu(h, self.negative_slope)
-            h = F.dropout(h, p=p, training=self.training)
-        return h
+            h = self._dropout(h, p)
+        return h if rows is None else h.index_select(0, rows)
 
     def compute_all(self):
         return torch.split(self.propagate(), [self.n_users, self.n_items])
@@ -99,7 +126,7 @@ class MetaMMF_GCN(MultimodalRecommender):
         if not self.batched_gather:
             return super().batch_embeddings(users, items_list)
         rows, sizes = self._batch_rows(users, items_list)
-        user_e, *item_e = self.propagate().index_select(0, rows).split(sizes)
+        user_e, *item_e = self.propagate(rows).split(sizes)
         return user_e, item_e
 
     def reg_embeddings(self, users, items_list):
