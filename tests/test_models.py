@@ -282,8 +282,12 @@ def test_reference_yaml_switches_off_what_the_reference_code_does_not_have(plant
     root, name = planted
     ref = yaml.safe_load((Path(REPO) / "properties" / "reference" / "MetaMMF-ref-movielens.yaml").read_text())
     keys = {k: ref[k] for k in ("fusion_form", "fusion_hidden_sizes", "standardize_modalities", "content_reg_weight",
-                                "reg_weight", "dropout", "weight_decay")}
+                                "reg_weight", "dropout", "weight_decay", "meta_hidden_size")}
     _, net, _, _ = build_model("MetaMMF_GCN", root, name, **keys)
     assert net.content_reg_weight == 0.0 and net.reg_weight == 0.0
+    d_in = net.modalities.output_dim  # the released code's meta extractor: d_in -> d_in -> d_s
+    assert [lin.out_features for lin in net.fusion.extractor.net[::2]] == [d_in, ref["meta_size"]]
+    _, default, _, _ = build_model("MetaMMF_GCN", root, name)  # the plugin's default: d_in -> 64 -> d_s
+    assert default.fusion.extractor.net[0].in_features == d_in and default.fusion.extractor.net[0].out_features == 64
     assert [layer.form for layer in net.fusion.layers] == ["collapsed"] * 4
     assert [layer.out_dim for layer in net.fusion.layers] == [1024, 512, 256, 32]
