@@ -580,8 +580,8 @@ def report(path: Path) -> str:
         "python benchmarks/bench_scale.py --report",
         "```",
         "",
-        f"Machine: {platform.machine()} ({_cpu_model()}; {_cpu_flags()}), {os.cpu_count()} cores **shared** with other "
-        f"jobs (a Ray benchmark board and short training runs; the load average is given with each figure), "
+        f"Machine: {platform.machine()} ({_cpu_model()}; {_cpu_flags()}), {os.cpu_count()} cores (the load average "
+        f"is given with each figure: about 1-2 is this benchmark alone, 2 torch threads; more means other jobs ran beside it), "
         f"{_mem_total_gb():.0f} GB RAM, no GPU; Python {platform.python_version()}, torch {torch.__version__}, "
         f"{any_row.get('threads', '?')} torch threads in every worker (`--threads 2`).",
         "",

@@ -1,0 +1,71 @@
+"""Where a training process's memory goes (issue 12's peak-memory target), one case of bench_scale.py.
+
+Builds the case as ``bench_scale.py`` does (RecBole's pipeline, the same data), then prints the
+process's peak and current RSS after loading and after each of a few training steps, and the
+allocations of one profiled step (``torch.profiler``, ``profile_memory``). Run it twice to see how
+much of the peak is glibc keeping freed blocks (heap fragmentation) rather than live tensors:
+
+    python benchmarks/probe_memory.py tiktok/MetaMMF_GCN
+    MALLOC_MMAP_THRESHOLD_=131072 python benchmarks/probe_memory.py tiktok/MetaMMF_GCN
+
+(the second fixes glibc's mmap threshold at its initial 128 KB, so every freed large block goes
+back to the system at once; ``benchmarks/scale_runs/notes.md`` has the figures and what that costs
+in speed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.dirname(HERE))
+
+
+def peak_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # Linux: KiB
+
+
+def current_gb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e9
+
+
+def main(argv=None) -> None:
+    import bench_scale
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("case", choices=sorted(bench_scale.CASES), help="a case of bench_scale.py")
+    p.add_argument("--steps", type=int, default=4)
+    p.add_argument("--data", default="/tmp/bench_scale/data")
+    p.add_argument("--work", default="/tmp/bench_scale/work")
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args(argv)
+    os.makedirs(args.work, exist_ok=True)
+    os.chdir(args.work)  # RecBole writes log/ and saved/ under the working directory
+
+    _config, model, trainer, train_data, _info = bench_scale.build(args.case, args.data, args.work, args.threads)
+    print(f"after loading and building: peak {peak_gb():.2f} GB, current {current_gb():.2f} GB", flush=True)
+    model.train()
+    batches = iter(train_data)
+
+    def step():
+        trainer.optimizer.zero_grad()
+        model.calculate_loss(next(batches)).backward()
+        trainer.optimizer.step()
+
+    for i in range(args.steps):
+        step()
+        print(f"after step {i + 1}: peak {peak_gb():.2f} GB, current {current_gb():.2f} GB", flush=True)
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        step()
+    print(prof.key_averages().table(sort_by="self_cpu_memory_usage", row_limit=12))
+
+
+if __name__ == "__main__":
+    main()
