@@ -8,7 +8,7 @@ as accurate on validation** as d_in: its mean relative best validation score ove
 d_in's. The rule was written before any cell was run; no margin in the narrower width's favour.
 
 Each cell: trials through the benchmark runner, seeds 2020-2022 on mm-ml-100k and tiktok-diffmm (one
-seed's validation score moves by 15 % there: MetaMMF_GCN's three TikTok seeds on the board are .0636,
+seed's validation score moves by about ±15 % there: MetaMMF_GCN's three TikTok seeds on the board are .0636,
 .0538, .0472), seed 2020 on MicroLens-50k under its leaderboard's budget
 (``benchmarks/validation/content_reg_microlens/budget.yaml``); early-stopped on the dataset's validation
 metric, every other key the model's default YAML. A cell's score is the mean over its seeds. Test
@@ -28,6 +28,7 @@ import glob
 import os
 import statistics
 import sys
+from pathlib import Path
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -107,8 +108,7 @@ def report() -> str:
                       + (f" (provisional: {len(short)} cells have fewer than 3 seeds)" if short else "")]
         lines.append("")
     text = "\n".join(lines)
-    with open(TABLE, "w") as f:
-        f.write(text)
+    Path(TABLE).write_text(text)
     return text
 
 
