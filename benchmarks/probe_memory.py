@@ -34,6 +34,32 @@ def current_gb() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e9
 
 
+def saved_for_backward(model, batch) -> None:
+    """What one training step's forward pass keeps for the backward pass (the activations live at the
+    step's peak), by storage, largest first."""
+    import collections
+
+    import torch
+
+    seen, by_shape = set(), collections.Counter()
+
+    def pack(t):
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in seen:
+            seen.add(storage.data_ptr())
+            by_shape[tuple(t.shape)] += storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model.calculate_loss(batch)
+    print(f"saved for backward: {sum(by_shape.values()) / 1e6:.0f} MB in {len(seen)} storages; largest "
+          "(shape of the first tensor seen on each storage: MB):")
+    for shape, nbytes in by_shape.most_common(8):
+        print(f"  {shape}: {nbytes / 1e6:.0f}")
+    params = sum(p.numel() * p.element_size() for p in model.parameters())
+    print(f"parameters {params / 1e6:.0f} MB (Adam keeps two more copies, the gradients one)")
+
+
 def main(argv=None) -> None:
     import bench_scale
 
@@ -60,6 +86,7 @@ def main(argv=None) -> None:
     for i in range(args.steps):
         step()
         print(f"after step {i + 1}: peak {peak_gb():.2f} GB, current {current_gb():.2f} GB", flush=True)
+    saved_for_backward(model, next(batches))
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
