@@ -17,21 +17,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
-
-
-def peak_gb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # Linux: KiB
-
-
-def current_gb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e9
 
 
 def saved_for_backward(model, batch) -> None:
@@ -74,6 +64,7 @@ def main(argv=None) -> None:
     os.chdir(args.work)  # RecBole writes log/ and saved/ under the working directory
 
     _config, model, trainer, train_data, _info = bench_scale.build(args.case, args.data, args.work, args.threads)
+    peak_gb, current_gb = bench_scale.peak_gb, bench_scale.rss_gb  # the units of bench_scale's tables (GiB)
     print(f"after loading and building: peak {peak_gb():.2f} GB, current {current_gb():.2f} GB", flush=True)
     model.train()
     batches = iter(train_data)
