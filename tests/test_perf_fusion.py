@@ -6,7 +6,8 @@
 * MetaMMF_MF: a batch's content gathered from the cached all-items table (``gather_from_table``),
   each distinct item fused once (``dedup_items``);
 * MetaMMF_GCN: one gather of the batch's rows (``batched_gather``) vs a gather per list; SAGE
-  dropout with ``rand`` masks, the last layer's only on the batch's distinct rows (``fast_dropout``).
+  dropout with ``rand`` masks, the last layer's only on the batch's distinct rows (``fast_dropout``);
+* every sparse CSR product (``csr_mm``: ``addmm_`` with ``beta=0`` into an uninitialised output).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import torch
 
 from conftest import build_model
 from recbole_metammf.layers.fusion import FORMS, MetaFusionNetwork, as_tensor, group_blocks
-from recbole_metammf.layers.graph import mask_dropout
+from recbole_metammf.layers.graph import csr_mm, mask_dropout
 from recbole_metammf.model.metammf_gcn import MetaMMF_GCN
 from recbole_metammf.model.metammf_mf import MetaMMF_MF
 
@@ -223,3 +224,22 @@ def test_gcn_last_dropout_on_batch_rows_masks_each_node_once(planted, monkeypatc
     dropped = (fast[distinct] == 0) & (plain[distinct] != 0)
     n = int(nonzero[distinct].sum())
     assert abs(dropped.sum().item() / n - p) < 5 * (p * (1 - p) / n) ** 0.5
+
+
+@pytest.mark.parametrize("index_dtype", [torch.int32, torch.int64])
+def test_csr_mm_ignores_the_uninitialised_output(monkeypatch, index_dtype):
+    torch.manual_seed(0)
+    dense = torch.rand(60, 30) * (torch.rand(60, 30) < 0.1)
+    dense[::4] = 0.0  # rows without non-zeros: their output rows must be written as zeros
+    csr = dense.to_sparse_csr()
+    adj = torch.sparse_csr_tensor(csr.crow_indices().to(index_dtype), csr.col_indices().to(index_dtype),
+                                  csr.values(), csr.shape)
+    empty = torch.sparse_csr_tensor(torch.zeros(61, dtype=index_dtype), torch.zeros(0, dtype=index_dtype),
+                                    torch.zeros(0), (60, 30))
+    # every fresh output full of NaN: a product that read it (beta != 0, or rows left unwritten) shows
+    monkeypatch.setattr(torch, "empty", lambda *a, **k: torch.full(a, float("nan"), **k))
+    for h in (torch.randn(30, 8), torch.randn(8, 30).t(), torch.randn(30, 16)[:, ::2]):  # row-, column-major, strided
+        out = csr_mm(adj, h)
+        assert not out.isnan().any()
+        assert torch.allclose(out, dense @ h, atol=1e-6)
+        assert torch.equal(csr_mm(empty, h), torch.zeros(60, h.shape[1]))

@@ -1,24 +1,30 @@
-"""Issue 12: GRCN's block-diagonal routing of all modalities at once equals routing them one by one."""
+"""Issue 12: GRCN's fast paths equal their plain forms: the block-diagonal routing of all modalities at
+once equals routing them one by one, and a batch gathered from each block of the representation equals
+the batch's rows of the concatenated tables; the fused L2 normalisation equals F.normalize."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from conftest import build_model
+from recbole_metammf.layers.graph import l2_normalize
 from recbole_metammf.model.grcn import GRCN
 
 
 @pytest.mark.parametrize("mode", ["confid", "max", "mean"])
-def test_stacked_routing_equals_per_modality_routing(planted, monkeypatch, mode):
+@pytest.mark.parametrize("stacked, blocks", [(True, False), (False, True), (True, True)])
+def test_fast_paths_equal_plain_forms(planted, monkeypatch, mode, stacked, blocks):
     root, name = planted
     _, net, train, _ = build_model("GRCN", root, name, edge_weight_mode=mode)
     assert len(net.modalities.specs) == 3  # visual, audio, tags (a learned token embedding)
     net.train()
     batch = next(iter(train))
 
-    def run(stacked):
+    def run(stacked, blocks):
         monkeypatch.setattr(GRCN, "stack_modalities", stacked)
+        monkeypatch.setattr(GRCN, "gather_blocks", blocks)
         net.zero_grad(set_to_none=True)
         user, item = net.compute_all()
         loss = net.calculate_loss(batch)
@@ -26,10 +32,26 @@ def test_stacked_routing_equals_per_modality_routing(planted, monkeypatch, mode)
         grads = {n: p.grad.clone() for n, p in net.named_parameters() if p.grad is not None}
         return user.detach(), item.detach(), loss.detach(), grads
 
-    u1, i1, l1, g1 = run(True)
-    u0, i0, l0, g0 = run(False)
+    u1, i1, l1, g1 = run(stacked, blocks)
+    u0, i0, l0, g0 = run(False, False)
     assert torch.allclose(u1, u0, atol=1e-5) and torch.allclose(i1, i0, atol=1e-5)
     assert torch.allclose(l1, l0, rtol=1e-5, atol=1e-6)
     assert g1.keys() == g0.keys() and any("token" in k for k in g1)
     for k in g0:
         assert torch.allclose(g1[k], g0[k], rtol=1e-4, atol=1e-6), k
+
+
+def test_l2_normalize_equals_f_normalize():
+    torch.manual_seed(0)
+    x = torch.randn(40, 6, dtype=torch.float64)
+    x[3] = 0.0  # a zero row: F.normalize divides by eps, its gradient is grad / eps
+    x[7] = 1e-14  # below eps: the clamp's branch
+    x[9] *= 1e3
+    grad = torch.randn_like(x)
+    ours, ref = x.clone().requires_grad_(), x.clone().requires_grad_()
+    y_ours, y_ref = l2_normalize(ours), F.normalize(ref, dim=-1)
+    (y_ours * grad).sum().backward()
+    (y_ref * grad).sum().backward()
+    assert torch.allclose(y_ours, y_ref, rtol=1e-12, atol=0)
+    assert torch.allclose(ours.grad, ref.grad, rtol=1e-10, atol=1e-12)
+    assert torch.autograd.gradcheck(l2_normalize, (torch.randn(5, 4, dtype=torch.float64, requires_grad=True),))

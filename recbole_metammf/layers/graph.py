@@ -61,17 +61,57 @@ def to_torch_sparse(matrix: sp.spmatrix) -> torch.Tensor:
     )
 
 
+def csr_mm(adj: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """``adj @ h`` for a sparse CSR ``adj`` and a dense ``h``, into a new tensor (no autograd).
+
+    On CPU, ``adj @ h`` runs as ``addmm`` on a zero-filled "self" that is then copied into the
+    result: two passes over the output that the product itself does not need (at 369k non-zeros
+    x 64 columns they were 3/4 of the call). ``addmm_`` with ``beta=0`` into an uninitialised
+    output is the product alone: BLAS ignores the output's old values when ``beta`` is 0
+    (``tests/test_perf_fusion.py`` checks it on a NaN-filled output, empty rows and no
+    non-zeros). Elsewhere (CUDA, other layouts) the plain product.
+    """
+    if adj.device.type != "cpu" or adj.layout != torch.sparse_csr or h.layout != torch.strided:
+        return adj @ h
+    out = torch.empty(adj.shape[0], h.shape[1], dtype=h.dtype, device=h.device)
+    return out.addmm_(adj, h, beta=0.0)
+
+
+def l2_normalize(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """``F.normalize(x, dim=-1, eps=eps)`` with a backward of four passes over ``x`` instead of
+    autograd's chain through norm, clamp, expand and division (about ten); the same values and
+    gradients (``tests/test_perf_grcn.py``), zero rows included."""
+    return _L2Normalize.apply(x, eps)
+
+
+class _L2Normalize(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, eps):
+        norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True)
+        inv = 1.0 / norm.clamp_min(eps)
+        y = x * inv
+        ctx.save_for_backward(y, inv, norm > eps)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        # y = x / max(|x|, eps): dy/dx g = (g - y (y . g)) / |x| where |x| > eps, g / eps elsewhere
+        y, inv, above = ctx.saved_tensors
+        dot = (grad * y).sum(dim=-1, keepdim=True).mul_(above)
+        return torch.mul(y, dot).neg_().add_(grad).mul_(inv), None
+
+
 class _SpMM(torch.autograd.Function):
     """``A @ h`` whose backward uses a precomputed ``A^T`` (no transpose or coalesce per step)."""
 
     @staticmethod
     def forward(ctx, adj, adj_t, h):
         ctx.adj_t = adj_t
-        return adj @ h
+        return csr_mm(adj, h)
 
     @staticmethod
     def backward(ctx, grad):
-        return None, None, ctx.adj_t @ grad
+        return None, None, csr_mm(ctx.adj_t, grad)
 
 
 class SparseGraph(nn.Module):
@@ -355,7 +395,7 @@ class _PatternSpmm(torch.autograd.Function):
         ctx.pattern, ctx.transpose = pattern, transpose
         ctx.save_for_backward(w, h)
         adj = pattern.csr_t(w) if transpose else pattern.csr(w)
-        return adj @ h
+        return csr_mm(adj, h)
 
     @staticmethod
     def backward(ctx, grad):
@@ -366,7 +406,7 @@ class _PatternSpmm(torch.autograd.Function):
         if ctx.needs_input_grad[0]:  # d/dw[e] = grad[receiver(e)] . h[sender(e)]
             grad_w = pattern.sddmm(grad, h, transpose=transpose)
         if ctx.needs_input_grad[1]:
-            grad_h = (pattern.csr(w) if transpose else pattern.csr_t(w)) @ grad
+            grad_h = csr_mm(pattern.csr(w) if transpose else pattern.csr_t(w), grad)
         return grad_w, grad_h, None, None
 
 
@@ -412,6 +452,6 @@ class _PatternDot(torch.autograd.Function):
     def backward(ctx, grad):
         a, b = ctx.saved_tensors
         pattern = ctx.pattern
-        grad_a = pattern.csr(grad) @ b if ctx.needs_input_grad[0] else None
-        grad_b = pattern.csr_t(grad) @ a if ctx.needs_input_grad[1] else None
+        grad_a = csr_mm(pattern.csr(grad), b) if ctx.needs_input_grad[0] else None
+        grad_b = csr_mm(pattern.csr_t(grad), a) if ctx.needs_input_grad[1] else None
         return grad_a, grad_b, None

@@ -33,7 +33,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from recbole_metammf.layers.graph import EdgePattern
+from recbole_metammf.layers.graph import EdgePattern, l2_normalize
 from recbole_metammf.model.base import MultimodalRecommender
 
 EDGE_WEIGHT_MODES = ("confid", "max", "mean")
@@ -112,22 +112,21 @@ class GRCN(MultimodalRecommender):
         same numbers (the blocks never meet: each row's softmax, normalisation and sum stays within its
         modality), one sampled product / softmax / sparse product per round instead of one per modality.
 
-        Returns lists of user reps [U, c] and item reps [I, c] per modality, and the affinities into
-        users and into items [E, M]."""
+        Returns the user reps [M*U, c] and item reps [M*I, c], modality-major (modality ``m``'s block is
+        rows ``m*U ..``), and the affinities into users and into items [E, M]."""
         ui, n_mod = self.stacked_pattern, len(contents)
         proj = torch.cat([self.projections[m](content) for m, content in enumerate(contents)])  # [M*I, c]
-        feat = F.normalize(F.leaky_relu(proj, self.negative_slope), dim=-1)  # row-wise: per item and modality
-        pref = F.normalize(torch.cat(list(self.preferences)), dim=-1)  # [M*U, c]
+        feat = l2_normalize(F.leaky_relu(proj, self.negative_slope))  # row-wise: per item and modality
+        pref = l2_normalize(torch.cat(list(self.preferences)))  # [M*U, c]
         for _ in range(self.n_routing):
             a_user = ui.softmax(ui.dot(pref, feat), over="rows", bounded=True)
-            pref = F.normalize(pref + ui.spmm(a_user, feat), dim=-1)
+            pref = l2_normalize(pref + ui.spmm(a_user, feat))
         score = ui.dot(pref, feat)  # [M*E]
         a_user = ui.softmax(score, over="rows", bounded=True)
         a_item = ui.softmax(score, over="cols", bounded=True)
         user_rep = pref + ui.spmm(a_user, feat)  # [M*U, c]
         item_rep = feat + ui.spmm_t(a_item, pref)  # [M*I, c]
-        return (list(user_rep.split(self.n_users)), list(item_rep.split(self.n_items)),
-                a_user.view(n_mod, -1).t(), a_item.view(n_mod, -1).t())
+        return user_rep, item_rep, a_user.view(n_mod, -1).t(), a_item.view(n_mod, -1).t()
 
     def refined_weights(self, a_user: torch.Tensor, a_item: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Pruned edge weights of messages into users and into items from per-modality affinities [E, M]."""
@@ -141,33 +140,53 @@ class GRCN(MultimodalRecommender):
             w_user, w_item = a_user.max(-1).values, a_item.max(-1).values
         return F.relu(w_user), F.relu(w_item)  # pruning: negative support removes the edge
 
-    # Fast path (default): all modalities routed in one block-diagonal pass (route_stacked); False routes
-    # them one at a time (route). The same numbers: tests/test_perf_grcn.py compares both.
+    # Fast paths (default), the same numbers (tests/test_perf_grcn.py compares each with its plain form):
+    # stack_modalities routes all modalities in one block-diagonal pass (route_stacked; False: route one
+    # at a time); gather_blocks scores a training batch from its rows of each block (ID, each modality's
+    # content), never concatenating the whole [U+I, d + M*c] tables the batch then indexes.
     stack_modalities = True
+    gather_blocks = True
 
-    def compute_all(self):
+    def representation_blocks(self):
+        """(user IDs [U, d], item IDs [I, d], user contents [M*U, c], item contents [M*I, c]): the blocks
+        of the final representation ``[id ; content_1 ; ... ; content_M]``, contents modality-major."""
         contents = self.modalities.per_modality()
         if self.stack_modalities and len(contents) > 1:
-            user_reps, item_reps, a_user, a_item = self.route_stacked(contents)  # affinities [E, M]
+            user_c, item_c, a_user, a_item = self.route_stacked(contents)  # affinities [E, M]
         else:
-            user_reps, item_reps, a_users, a_items = [], [], [], []
-            for m, content in enumerate(contents):
-                user_rep, item_rep, a_u, a_i = self.route(m, content)
-                user_reps.append(user_rep)
-                item_reps.append(item_rep)
-                a_users.append(a_u)
-                a_items.append(a_i)
-            a_user, a_item = torch.stack(a_users, -1), torch.stack(a_items, -1)  # [E, M]
+            routed = [self.route(m, content) for m, content in enumerate(contents)]
+            user_c, item_c = torch.cat([r[0] for r in routed]), torch.cat([r[1] for r in routed])
+            a_user, a_item = torch.stack([r[2] for r in routed], -1), torch.stack([r[3] for r in routed], -1)
         w_user, w_item = self.refined_weights(a_user, a_item)  # [E] each
 
         # weighted propagation of the ID embeddings on the refined graph (both directions)
         weight = torch.cat([w_user, w_item])  # edges of graph_pattern: into users, then into items
-        x = F.normalize(self.cold_id_table(self.id_embedding, offset=self.n_users), dim=-1)  # [U+I, d]
+        x = l2_normalize(self.cold_id_table(self.id_embedding, offset=self.n_users))  # [U+I, d]
         h1 = self.graph_pattern.spmm(weight, x)
         h2 = self.graph_pattern.spmm(weight, h1)
         id_user, id_item = torch.split(x + h1 + h2, [self.n_users, self.n_items])
-        return torch.cat([id_user, *user_reps], dim=-1), torch.cat([id_item, *item_reps], dim=-1)
+        return id_user, id_item, user_c, item_c
+
+    def compute_all(self):
+        id_user, id_item, user_c, item_c = self.representation_blocks()
+        return (torch.cat([id_user, *user_c.split(self.n_users)], dim=-1),
+                torch.cat([id_item, *item_c.split(self.n_items)], dim=-1))
+
+    def batch_embeddings(self, users, items_list):
+        if not self.gather_blocks:
+            return super().batch_embeddings(users, items_list)
+        id_user, id_item, user_c, item_c = self.representation_blocks()
+        items = torch.cat(items_list)
+
+        def gather(ids, id_table, content, n):  # [len(ids), d + M*c]: the ids' rows of each block, side by side
+            offsets = torch.arange(content.shape[0] // n, device=ids.device).unsqueeze(1) * n  # [M, 1]
+            blocks = content.index_select(0, (ids.unsqueeze(0) + offsets).reshape(-1)).split(len(ids))
+            return torch.cat([id_table.index_select(0, ids), *blocks], dim=-1)
+
+        item_e = gather(items, id_item, item_c, self.n_items).split([len(i) for i in items_list])
+        return gather(users, id_user, user_c, self.n_users), list(item_e)
 
     def reg_embeddings(self, users, items_list):
-        reg = [self.id_embedding[users]] + [self.id_embedding[items + self.n_users] for items in items_list]
-        return reg + [p[users] for p in self.preferences]
+        ids = self.id_embedding
+        reg = [ids.index_select(0, users)] + [ids.index_select(0, items + self.n_users) for items in items_list]
+        return reg + [p.index_select(0, users) for p in self.preferences]
