@@ -238,14 +238,15 @@ def build(key: str, data: str, work: str, threads: int):
     torch.set_num_threads(threads)
     model_name, shape, extra = CASES[key]
     extra = dict(extra)
-    if not extra.pop("_fast_paths", True):  # issue 12's fast paths off (the int32 CSR indices stay)
+    if not extra.pop("_fast_paths", True):  # issue 12's switchable fast paths off (int32 CSR indices, csr_mm
+        # and GRCN's l2_normalize stay: they have no switch)
         from recbole_metammf.layers.fusion import MetaFusionNetwork
         from recbole_metammf.model.grcn import GRCN
         from recbole_metammf.model.metammf_gcn import MetaMMF_GCN
         from recbole_metammf.model.metammf_mf import MetaMMF_MF
 
         MetaFusionNetwork.fuse_input_products = MetaMMF_GCN.batched_gather = MetaMMF_GCN.fast_dropout = False
-        MetaMMF_MF.gather_from_table = MetaMMF_MF.dedup_items = GRCN.stack_modalities = False
+        MetaMMF_MF.gather_from_table = MetaMMF_MF.dedup_items = GRCN.stack_modalities = GRCN.gather_blocks = False
         MetaFusionNetwork.grouped = lambda self, x: group_blocks_plain(x)
     t_start = time.perf_counter()
     cfg = {
