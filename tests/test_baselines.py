@@ -116,10 +116,10 @@ def test_raw_modalities_and_per_modality(planted):
     _, net, _, _ = build("FREEDOM", root, name)
     enc = net.modalities
     raws = raw_modalities(enc)
-    assert torch.equal(raws[0], enc.mod_0) and torch.equal(raws[1], enc.mod_1)
+    assert torch.equal(raws[0], enc.data(0)) and torch.equal(raws[1], enc.data(1))
     bag = raws[2]
-    assert sp.issparse(bag) and bag.shape == (enc.mod_2.shape[0], enc.specs[2].num_tokens)
-    tokens = enc.mod_2[7]
+    assert sp.issparse(bag) and bag.shape == (enc.data(2).shape[0], enc.specs[2].num_tokens)
+    tokens = enc.data(2)[7]
     assert set(bag[7].indices.tolist()) == set(tokens[tokens > 0].tolist())
     assert bag[0].nnz == 0  # padding item
     parts = enc.per_modality(torch.tensor([3, 1]))

@@ -152,7 +152,7 @@ def test_few_missing_items_are_filled_with_the_mean_and_a_warning(data, caplog):
     _, net, train, _ = build_model("MetaMMF_MF", data, filter_inter_by_user_or_item=False)
     ds = train._dataset
     ids = ds.token2id(ds.iid_field, sorted(removed))
-    visual = net.modalities.mod_0  # standardised with the present items' statistics
+    visual = net.modalities.data(0)  # standardised with the present items' statistics
     torch.testing.assert_close(visual[ids], torch.zeros(2, 16))  # the mean, standardised
     present = [i for i in range(1, ds.item_num) if i not in set(ids.tolist())]
     torch.testing.assert_close(visual[present].mean(0), torch.zeros(16), atol=1e-5, rtol=0)
@@ -179,7 +179,7 @@ def test_zeros_policy_fills_before_standardisation_with_present_statistics(data,
     mean, std = stacked.mean(0), stacked.std(0)
     ids = ds.token2id(ds.iid_field, sorted(removed & interacted_items(data)))
     for i in ids[:3]:
-        np.testing.assert_allclose(net.modalities.mod_0[i].numpy(), -mean / std, atol=1e-4)
+        np.testing.assert_allclose(net.modalities.data(0)[i].numpy(), -mean / std, atol=1e-4)
     assert any("filled with zeros (missing_item_features: zeros)" in m for m in warnings_of(caplog))
 
 
@@ -191,7 +191,7 @@ def test_mean_policy_without_standardisation_gives_the_raw_mean(data):
     ds = train._dataset
     ids = ds.token2id(ds.iid_field, sorted(removed & interacted_items(data)))
     expected = np.stack(list(raw.values())).mean(0)
-    np.testing.assert_allclose(net.modalities.mod_0[ids[0]].numpy(), expected, atol=1e-5)
+    np.testing.assert_allclose(net.modalities.data(0)[ids[0]].numpy(), expected, atol=1e-5)
 
 
 def test_mean_policy_gives_a_token_modality_the_mean_bag_embedding(data):
@@ -206,7 +206,7 @@ def test_mean_policy_gives_a_token_modality_the_mean_bag_embedding(data):
     missing = torch.zeros(ds.item_num, dtype=torch.bool)
     missing[ids] = True
     missing[0] = True
-    bags = enc.token_encoders["tags"](getattr(enc, f"mod_{tags}"))  # every item's own bag
+    bags = enc.token_encoders["tags"](enc.data(tags))  # every item's own bag
     expected = bags[~missing].mean(0)
     torch.testing.assert_close(all_items[ids], expected.expand(len(ids), -1), atol=1e-5, rtol=0)
     torch.testing.assert_close(enc.per_modality(ids)[tags], all_items[ids], atol=1e-5, rtol=0)  # batch path

@@ -30,7 +30,7 @@ def test_modalities_are_aligned_standardised_and_padded(planted):
     assert [(s.field, s.kind, s.dim) for s in enc.specs] == [("visual", "dense", 16), ("audio", "dense", 8), ("tags", "token", 32)]
     assert enc.output_dim == 16 + 8 + 32
     ds = train._dataset
-    visual = enc.mod_0  # [n_items, 16]
+    visual = enc.data(0)  # [n_items, 16]
     assert visual.shape == (ds.item_num, 16)
     assert torch.all(visual[0] == 0)  # padding row
     assert torch.allclose(visual[1:].mean(0), torch.zeros(16), atol=1e-5)
@@ -48,7 +48,7 @@ def test_modalities_are_aligned_standardised_and_padded(planted):
     assert np.allclose(visual[ids].numpy(), expected, atol=1e-4)
     # token modality: mean of the item's tag embeddings, padding excluded
     bag = enc.token_encoders["tags"]
-    tok = enc.mod_2[ids[0]]
+    tok = enc.data(2)[ids[0]]
     real = tok[tok > 0]
     assert torch.allclose(enc(torch.tensor([ids[0]]))[0, 24:], bag.weight[real].mean(0), atol=1e-6)
 

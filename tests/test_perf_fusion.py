@@ -2,7 +2,8 @@
 
 * MetaFusionNetwork: the meta extractor's first layer and the first fusion layer's input
   products as one matmul (``fuse_input_products``) vs apart vs the explicit per-item weights;
-  the cached concatenation of constant blocks (``grouped``);
+  the cached concatenation of constant blocks (``grouped``), a view instead when the blocks already
+  lie side by side in ModalityEncoder's one dense buffer (``side_by_side``);
 * MetaMMF_MF: a batch's content gathered from the cached all-items table (``gather_from_table``),
   each distinct item fused once (``dedup_items``);
 * MetaMMF_GCN: one gather of the batch's rows (``batched_gather``) vs a gather per list; SAGE
@@ -18,7 +19,7 @@ import pytest
 import torch
 
 from conftest import build_model
-from recbole_metammf.layers.fusion import FORMS, MetaFusionNetwork, as_tensor, group_blocks
+from recbole_metammf.layers.fusion import FORMS, MetaFusionNetwork, as_tensor, group_blocks, side_by_side
 from recbole_metammf.layers.graph import SAGEConv, SparseGraph, csr_mm, leaky_relu_dropout, mask_dropout
 from recbole_metammf.model.metammf_gcn import MetaMMF_GCN
 from recbole_metammf.model.metammf_mf import MetaMMF_MF
@@ -287,3 +288,31 @@ def test_sage_conv_equals_its_definition():
         ref = torch.autograd.grad(want, [h, conv.lin_neigh.weight, conv.lin_neigh.bias], g, retain_graph=True)
         for a, b in zip(ours, ref):
             assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_side_by_side_is_a_view_equal_to_cat_only_for_adjacent_columns():
+    buffer = torch.randn(50, 12)
+    a, b, c = buffer[:, 0:5], buffer[:, 5:9], buffer[:, 9:12]
+    for run in ([a, b], [a, b, c], [b, c], [a]):
+        view = side_by_side(run)
+        assert torch.equal(view, torch.cat(run, dim=-1))
+        assert view.data_ptr() == run[0].data_ptr()  # no copy
+    assert side_by_side([a, b, c]).is_contiguous()
+    assert side_by_side([a, c]) is None  # a gap
+    assert side_by_side([b, a]) is None  # out of order
+    assert side_by_side([a, torch.randn(50, 4)]) is None  # another buffer
+    assert side_by_side([buffer[:10, 0:5], buffer[:10, 5:9]]) is not None
+    assert side_by_side([buffer[:10, 0:5], buffer[10:20, 5:9]]) is None  # other rows
+
+
+def test_encoder_keeps_dense_modalities_in_one_buffer_and_fusion_reads_it_without_copy(planted):
+    root, name = planted
+    _, net, _, _ = build_model("MetaMMF_GCN", root, name)
+    enc = net.modalities
+    dense = [i for i, spec in enumerate(enc.specs) if spec.kind == "dense"]
+    assert len(dense) == 2 and enc.dense.shape[1] == sum(enc.specs[i].dim for i in dense)
+    assert all(enc.data(i).data_ptr() >= enc.dense.data_ptr() for i in dense)
+    assert torch.equal(torch.cat([enc.data(i) for i in dense], dim=-1), enc.dense)
+    blocks = net.fusion.grouped(enc.per_modality())  # [dense run (constant), token bag (learned)]
+    assert blocks[0].data_ptr() == enc.dense.data_ptr() and torch.equal(blocks[0], enc.dense)
+    assert len(net.fusion._concat_cache) == 0  # nothing copied, nothing cached

@@ -61,6 +61,24 @@ def group_blocks(parts, concat=None) -> torch.Tensor | list[torch.Tensor]:
     return blocks[0] if len(blocks) == 1 else blocks
 
 
+def side_by_side(blocks: list[torch.Tensor]) -> torch.Tensor | None:
+    """``torch.cat(blocks, -1)`` as a view, without copying, when the 2-D blocks are adjacent column
+    slices of one buffer in order (as ModalityEncoder's dense modalities are); None otherwise."""
+    first = blocks[0]
+    if first.dim() != 2 or first.stride(1) != 1:
+        return None
+    storage, cols = first.untyped_storage().data_ptr(), 0
+    for block in blocks:
+        if (block.dim() != 2 or block.dtype != first.dtype or block.device != first.device
+                or block.untyped_storage().data_ptr() != storage or block.stride() != first.stride()
+                or block.shape[0] != first.shape[0] or block.storage_offset() != first.storage_offset() + cols):
+            return None
+        cols += block.shape[1]
+    if cols > first.stride(0) and first.shape[0] > 1:  # the columns would run into the next row
+        return None
+    return first.as_strided((first.shape[0], cols), first.stride(), first.storage_offset())
+
+
 def as_tensor(h) -> torch.Tensor:
     return h if torch.is_tensor(h) else torch.cat(list(h), dim=-1)
 
@@ -224,9 +242,13 @@ class MetaFusionNetwork(nn.Module):
         return group_blocks(x, self._concat_cached)
 
     def _concat_cached(self, run: list[torch.Tensor]) -> torch.Tensor:
-        """``torch.cat(run, -1)``; for constant blocks, from the cache described in :meth:`grouped`."""
+        """``torch.cat(run, -1)``; for constant blocks, a view when they already lie side by side in one
+        buffer (:func:`side_by_side`), else from the cache described in :meth:`grouped`."""
         if run[0].requires_grad:
             return torch.cat(run, dim=-1)
+        view = side_by_side(run)
+        if view is not None:
+            return view
         key = tuple((p.data_ptr(), p._version, tuple(p.shape), p.stride(), str(p.device), p.dtype) for p in run)
         hit = self._concat_cache.get(key)
         if hit is None:

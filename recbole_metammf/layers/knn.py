@@ -19,7 +19,7 @@ def raw_modalities(modalities) -> list:
     """
     raws = []
     for i, spec in enumerate(modalities.specs):
-        data = getattr(modalities, f"mod_{i}")
+        data = modalities.data(i)
         if spec.kind == "dense":
             raws.append(data)
             continue
