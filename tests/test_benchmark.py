@@ -339,3 +339,27 @@ def test_hyper_search_over_a_tiny_space_picks_the_best_point(planted, tmp_path, 
 
     config = Config(model="BPR", dataset=name, config_file_list=[conf, str(out)])  # what run_recbole.py reads
     assert config["learning_rate"] == 0.01
+
+
+def test_manifest_keeps_the_rows_of_earlier_runs_and_lists_each_command():
+    from recbole_metammf.benchmark.report import produced_by
+    from recbole_metammf.benchmark.store import merged_spec
+
+    full = {"spec": {"models": ["A", "B", "C"], "datasets": ["d"]}}
+    assert merged_spec(full, {"models": ["B"], "datasets": ["d"], "seeds": [1]}) == {
+        "models": ["A", "B", "C"], "datasets": ["d"], "seeds": [1]}
+    assert merged_spec({}, {"models": ["B", "A"], "datasets": ["d"]})["models"] == ["B", "A"]
+    assert merged_spec(full, {"models": ["D"], "datasets": ["e"]})["models"] == ["A", "B", "C", "D"]
+
+    one = {"command": "python run_benchmark.py --file f.yaml",
+           "runs": [{"command": "python run_benchmark.py --file f.yaml", "started_at": "t0"}] * 2}
+    assert produced_by(one) == ["Produced by:", "", "```bash", "python run_benchmark.py --file f.yaml", "```", ""]
+    two = {"command": "python run_benchmark.py --file f.yaml --models B --force",
+           "runs": [{"command": "python run_benchmark.py --file f.yaml", "started_at": "t0"},
+                    {"command": "python run_benchmark.py --file f.yaml", "started_at": "t1"},
+                    {"command": "python run_benchmark.py --file f.yaml --models B --force", "started_at": "t2"}]}
+    lines = produced_by(two)
+    assert lines[0].startswith("Produced by these runs")
+    assert lines[3:5] == ["python run_benchmark.py --file f.yaml    # t0",
+                          "python run_benchmark.py --file f.yaml --models B --force    # t2"]
+    assert produced_by({}) == []

@@ -152,7 +152,8 @@ def run_benchmark(spec: BenchmarkSpec, out_dir: str, ray_address=None, cpus_per_
     runs = manifest.get("runs", [])
     runs.append({"command": command, "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                  "to_run": len(to_run), "skipped": len(finished)})
-    store.save_manifest(out_dir, {"command": command or manifest.get("command"), "spec": spec.to_dict(),
+    store.save_manifest(out_dir, {"command": command or manifest.get("command"),
+                                  "spec": store.merged_spec(manifest, spec.to_dict()),
                                   "cpus_per_trial": cpus_per_trial, "runs": runs})
     summary = {"ran": [], "skipped": [t.id for t in finished], "failed": []}
     if finished:

@@ -93,6 +93,22 @@ def summarise(records: list[dict], focus: str | None = None, model_order=None) -
             "seeds": {m: sorted(per_model[m]) for m in models}}
 
 
+def produced_by(manifest: dict) -> list[str]:
+    """Markdown lines saying which command(s) wrote a benchmark directory: the last command, or, when
+    its trials came from several different commands (a board finished row by row), each in order."""
+    commands = []
+    for run in manifest.get("runs", []):
+        if run.get("command") and (not commands or commands[-1][0] != run["command"]):
+            commands.append((run["command"], run.get("started_at", "")))
+    if len(commands) <= 1:
+        command = manifest.get("command")
+        return ["Produced by:", "", "```bash", command, "```", ""] if command else []
+    lines = ["Produced by these runs, in order (each resumes the directory; the trial files record the code "
+             "and configuration each trial ran with):", "", "```bash"]
+    lines += [f"{command}    # {started}" if started else command for command, started in commands]
+    return lines + ["```", ""]
+
+
 def _fmt(x: float) -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4f}"
 
@@ -231,10 +247,7 @@ def write_dataset_report(out_dir: str, dataset: str, records: list[dict], manife
     bar_chart(summary, os.path.join(d_dir, "bars.png"), title=f"{dataset}: test metrics (mean ± std over seeds)")
     validation_curves(ok, os.path.join(d_dir, "valid_curves.png"), models=summary["models"],
                       title=f"{dataset}: validation {ok[0]['valid_metric']} per epoch (mean ± std over seeds)")
-    command = manifest.get("command")
-    md = [f"# Leaderboard: {dataset}", ""]
-    if command:
-        md += ["Produced by:", "", "```bash", command, "```", ""]
+    md = [f"# Leaderboard: {dataset}", ""] + produced_by(manifest)
     note = manifest.get("spec", {}).get("note")
     if note:
         md += [note, ""]
@@ -277,7 +290,7 @@ def write_report(out_dir: str, focus: str | None = None) -> dict:
     summaries = {d: write_dataset_report(out_dir, d, by_dataset[d], manifest, focus) for d in datasets}
     index = [f"# Benchmark `{os.path.basename(os.path.normpath(out_dir))}`", ""]
     if manifest.get("command"):
-        index += ["Produced by:", "", "```bash", manifest["command"], "```", ""]
+        index += produced_by(manifest)
     if manifest.get("spec", {}).get("note"):
         index += [manifest["spec"]["note"], ""]
     n_ok = sum(r["status"] == "ok" for r in records)

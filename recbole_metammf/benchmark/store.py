@@ -71,6 +71,17 @@ def save_manifest(out_dir: str, manifest: dict) -> None:
     atomic_write_text(os.path.join(out_dir, MANIFEST), json.dumps(manifest, indent=1) + "\n")
 
 
+def merged_spec(manifest: dict, spec: dict) -> dict:
+    """``spec`` (a run's) with the models and datasets of the directory's earlier runs kept, in their
+    order, before its own: a run of a subset (``--models GRCN``) must not drop the other rows' order."""
+    previous = manifest.get("spec") or {}
+    merged = dict(spec)
+    for key in ("models", "datasets"):
+        before = list(previous.get(key) or [])
+        merged[key] = before + [x for x in spec.get(key) or [] if x not in before]
+    return merged
+
+
 def load_manifest(out_dir: str) -> dict:
     path = os.path.join(out_dir, MANIFEST)
     if not os.path.isfile(path):

@@ -18,7 +18,7 @@ import os
 from collections import defaultdict
 
 from recbole_metammf.benchmark import store
-from recbole_metammf.benchmark.report import as_rows, write_dataset_report
+from recbole_metammf.benchmark.report import as_rows, produced_by, write_dataset_report
 from recbole_metammf.benchmark.tune import DEFAULTS, load_search
 
 
@@ -184,8 +184,7 @@ def write_tuned_report(out_dir: str, focus: str | None = None) -> dict:
     datasets += sorted({r["dataset"] for r in finals + search} - set(datasets))
     summaries = {}
     index = [f"# Tuned benchmark `{os.path.basename(os.path.normpath(out_dir))}`", ""]
-    if manifest.get("command"):
-        index += ["Produced by:", "", "```bash", manifest["command"], "```", ""]
+    index += produced_by(manifest)
     if spec.get("note"):
         index += [spec["note"], ""]
     for dataset in datasets:
