@@ -10,14 +10,27 @@ much of the peak is glibc keeping freed blocks (heap fragmentation) rather than 
 
 (the second fixes glibc's mmap threshold at its initial 128 KB, so every freed large block goes
 back to the system at once; ``benchmarks/scale_runs/notes.md`` has the figures and what that costs
-in speed).
+in speed). The last line gives the peak and the median step time (steps 3 onwards), so the ways
+of trading speed for memory can be compared in one line each:
+
+    python benchmarks/probe_memory.py tiktok/MetaMMF_GCN --steps 40 --no-profile
+    THP_MEM_ALLOC_ENABLE=1 python benchmarks/probe_memory.py tiktok/MetaMMF_GCN --steps 40 --no-profile
+    python benchmarks/probe_memory.py tiktok/MetaMMF_GCN --steps 40 --no-profile --malloc-trim each-step
+    python benchmarks/probe_memory.py tiktok/MetaMMF_GCN --steps 40 --no-profile --checkpoint-fusion
+
+(``THP_MEM_ALLOC_ENABLE``: PyTorch's CPU allocator asks for transparent huge pages for large
+blocks; ``--malloc-trim``: glibc's ``malloc_trim(0)`` once after building or after every step;
+``--checkpoint-fusion``: MetaMMF_GCN's fusion of all items recomputed in the backward pass
+instead of keeping its activations.)
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -50,6 +63,34 @@ def saved_for_backward(model, batch) -> None:
     print(f"parameters {params / 1e6:.0f} MB (Adam keeps two more copies, the gradients one)")
 
 
+def malloc_trim() -> None:
+    """glibc's ``malloc_trim(0)``: freed heap memory back to the system (no-op elsewhere)."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def checkpoint_fusion() -> None:
+    """MetaMMF_GCN's item representation with the fusion under ``torch.utils.checkpoint`` while training."""
+    import torch
+    from torch.utils.checkpoint import checkpoint
+
+    from recbole_metammf.model.metammf_gcn import MetaMMF_GCN
+
+    plain = MetaMMF_GCN.item_representation
+
+    def item_representation(self):
+        if not self.training:
+            return plain(self)
+        content = checkpoint(lambda: self.fusion(self.modalities.per_modality()), use_reentrant=False)
+        return torch.cat([content, self.cold_id_table(self.item_id_embedding.weight)], dim=-1)
+
+    MetaMMF_GCN.item_representation = item_representation
+
+
 def main(argv=None) -> None:
     import bench_scale
 
@@ -59,12 +100,20 @@ def main(argv=None) -> None:
     p.add_argument("--data", default="/tmp/bench_scale/data")
     p.add_argument("--work", default="/tmp/bench_scale/work")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--no-profile", action="store_true", help="skip the saved-tensor count and the profiled step")
+    p.add_argument("--malloc-trim", choices=["never", "once", "each-step"], default="never")
+    p.add_argument("--checkpoint-fusion", action="store_true", help="MetaMMF_GCN: recompute the fusion in backward")
     args = p.parse_args(argv)
     os.makedirs(args.work, exist_ok=True)
     os.chdir(args.work)  # RecBole writes log/ and saved/ under the working directory
 
+    if args.checkpoint_fusion:
+        checkpoint_fusion()
     _config, model, trainer, train_data, _info = bench_scale.build(args.case, args.data, args.work, args.threads)
     peak_gb, current_gb = bench_scale.peak_gb, bench_scale.rss_gb  # the units of bench_scale's tables (GiB)
+    trim = malloc_trim if args.malloc_trim != "never" else None
+    if args.malloc_trim == "once":
+        trim()
     print(f"after loading and building: peak {peak_gb():.2f} GB, current {current_gb():.2f} GB", flush=True)
     model.train()
     batches = iter(train_data)
@@ -73,10 +122,22 @@ def main(argv=None) -> None:
         trainer.optimizer.zero_grad()
         model.calculate_loss(next(batches)).backward()
         trainer.optimizer.step()
+        if args.malloc_trim == "each-step":
+            trim()
 
+    times = []
     for i in range(args.steps):
+        t0 = time.perf_counter()
         step()
+        times.append(time.perf_counter() - t0)
         print(f"after step {i + 1}: peak {peak_gb():.2f} GB, current {current_gb():.2f} GB", flush=True)
+    median = statistics.median(times[2:]) if len(times) > 2 else float("nan")
+    print(f"summary: {args.case}, {args.steps} steps, malloc_trim {args.malloc_trim}, checkpoint_fusion "
+          f"{args.checkpoint_fusion}, THP_MEM_ALLOC_ENABLE={os.environ.get('THP_MEM_ALLOC_ENABLE', '')}, "
+          f"MALLOC_MMAP_THRESHOLD_={os.environ.get('MALLOC_MMAP_THRESHOLD_', '')}: peak {peak_gb():.2f} GB, "
+          f"median step {median:.3f} s (load average {os.getloadavg()[0]:.1f})", flush=True)
+    if args.no_profile:
+        return
     saved_for_backward(model, next(batches))
     from torch.profiler import ProfilerActivity, profile
 
