@@ -63,6 +63,15 @@ def saved_for_backward(model, batch) -> None:
     print(f"parameters {params / 1e6:.0f} MB (Adam keeps two more copies, the gradients one)")
 
 
+def dataset_tensor_gb(dataset) -> float:
+    """GiB held by a RecBole dataset's interaction and item feature tensors."""
+    total = 0
+    for feat in (dataset.inter_feat, dataset.item_feat, dataset.user_feat):
+        for value in getattr(feat, "interaction", {}).values():
+            total += value.numel() * value.element_size()
+    return total / 2**30
+
+
 def malloc_trim() -> None:
     """glibc's ``malloc_trim(0)``: freed heap memory back to the system (no-op elsewhere)."""
     import ctypes
@@ -107,10 +116,18 @@ def main(argv=None) -> None:
     os.makedirs(args.work, exist_ok=True)
     os.chdir(args.work)  # RecBole writes log/ and saved/ under the working directory
 
+    import recbole.data  # noqa: F401  (what build() imports, so that the next line is the imports' cost)
+    import recbole.utils  # noqa: F401
+
+    import recbole_metammf  # noqa: F401
+
+    peak_gb, current_gb = bench_scale.peak_gb, bench_scale.rss_gb  # the units of bench_scale's tables (GiB)
+    print(f"after imports: current {current_gb():.2f} GB", flush=True)
     if args.checkpoint_fusion:
         checkpoint_fusion()
     _config, model, trainer, train_data, _info = bench_scale.build(args.case, args.data, args.work, args.threads)
-    peak_gb, current_gb = bench_scale.peak_gb, bench_scale.rss_gb  # the units of bench_scale's tables (GiB)
+    print(f"after loading: current {_info['rss_after_data_gb']:.2f} GB; the dataset's tensors "
+          f"{dataset_tensor_gb(train_data._dataset):.2f} GB", flush=True)
     trim = malloc_trim if args.malloc_trim != "never" else None
     if args.malloc_trim == "once":
         trim()
