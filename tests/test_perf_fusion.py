@@ -247,6 +247,10 @@ def test_csr_mm_ignores_the_uninitialised_output(monkeypatch, index_dtype):
         assert not out.isnan().any()
         assert torch.allclose(out, dense @ h, atol=1e-6)
         assert torch.equal(csr_mm(empty, h), torch.zeros(60, h.shape[1]))
+    # outside an autograd Function, an operand that records a gradient still gets one
+    h = torch.randn(30, 8, requires_grad=True)
+    (grad,) = torch.autograd.grad(csr_mm(adj, h).sum(), h)
+    assert torch.allclose(grad, dense.t() @ torch.ones(60, 8), atol=1e-6)
 
 
 @pytest.mark.parametrize("p", [0.0, 0.1, 0.5])

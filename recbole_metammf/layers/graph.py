@@ -70,9 +70,11 @@ def csr_mm(adj: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
     x 64 columns they were 3/4 of the call). ``addmm_`` with ``beta=0`` into an uninitialised
     output is the product alone: BLAS ignores the output's old values when ``beta`` is 0
     (``tests/test_perf_fusion.py`` checks it on a NaN-filled output, empty rows and no
-    non-zeros). Elsewhere (CUDA, other layouts) the plain product.
+    non-zeros). Elsewhere (CUDA, other layouts, or ``h`` recording a gradient: the in-place product
+    has no backward for a sparse operand) the plain product.
     """
-    if adj.device.type != "cpu" or adj.layout != torch.sparse_csr or h.layout != torch.strided:
+    if (adj.device.type != "cpu" or adj.layout != torch.sparse_csr or h.layout != torch.strided
+            or (h.requires_grad and torch.is_grad_enabled())):
         return adj @ h
     out = torch.empty(adj.shape[0], h.shape[1], dtype=h.dtype, device=h.device)
     return out.addmm_(adj, h, beta=0.0)
