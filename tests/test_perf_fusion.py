@@ -8,8 +8,7 @@
   each distinct item fused once (``dedup_items``);
 * MetaMMF_GCN: one gather of the batch's rows (``batched_gather``) vs a gather per list; SAGE
   dropout with ``rand`` masks, the last layer's only on the batch's distinct rows (``fast_dropout``);
-  the LeakyReLU and dropout between SAGE layers as one function (``leaky_relu_dropout``); SAGEConv's
-  neighbour mean taken after its linear map;
+  SAGEConv's neighbour mean taken after its linear map;
 * every sparse CSR product (``csr_mm``: ``addmm_`` with ``beta=0`` into an uninitialised output).
 """
 
@@ -20,7 +19,7 @@ import torch
 
 from conftest import build_model
 from recbole_metammf.layers.fusion import FORMS, MetaFusionNetwork, as_tensor, group_blocks, side_by_side
-from recbole_metammf.layers.graph import SAGEConv, SparseGraph, csr_mm, leaky_relu_dropout, mask_dropout
+from recbole_metammf.layers.graph import SAGEConv, SparseGraph, csr_mm, mask_dropout
 from recbole_metammf.model.metammf_gcn import MetaMMF_GCN
 from recbole_metammf.model.metammf_mf import MetaMMF_MF
 
@@ -251,24 +250,6 @@ def test_csr_mm_ignores_the_uninitialised_output(monkeypatch, index_dtype):
     h = torch.randn(30, 8, requires_grad=True)
     (grad,) = torch.autograd.grad(csr_mm(adj, h).sum(), h)
     assert torch.allclose(grad, dense.t() @ torch.ones(60, 8), atol=1e-6)
-
-
-@pytest.mark.parametrize("p", [0.0, 0.1, 0.5])
-def test_leaky_relu_dropout_equals_leaky_relu_then_mask_dropout(p):
-    h = torch.randn(300, 16, dtype=torch.float64)
-    h[:5] = 0.0  # the activation's kink: torch's LeakyReLU uses the slope at 0
-    grad = torch.randn_like(h)
-    outs = []
-    for fused in (True, False):
-        x = h.clone().requires_grad_()
-        torch.manual_seed(7)
-        y = leaky_relu_dropout(x, 0.2, p) if fused else mask_dropout(torch.nn.functional.leaky_relu(x, 0.2), p)
-        (y * grad).sum().backward()
-        outs.append((y.detach(), x.grad))
-    assert torch.equal(outs[0][0], outs[1][0])
-    assert torch.allclose(outs[0][1], outs[1][1], rtol=1e-12, atol=0)
-    if p > 0:
-        assert (outs[0][0] == 0).any() and (outs[0][0] < 0).any()  # both branches and dropped entries seen
 
 
 def test_sage_conv_equals_its_definition():

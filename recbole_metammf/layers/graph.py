@@ -164,8 +164,8 @@ class SAGEConv(nn.Module):
         it, so a node without neighbours still gets ``b``): the linear maps then save only ``h`` for
         their weight gradients, not the [N, in] neighbour means as well (one node matrix less live per
         layer). On ``rows``, the mean first: the maps then run on those rows only."""
-        if rows is None:
-            return mean_adj(F.linear(h, self.lin_neigh.weight)) + self.lin_neigh.bias + self.lin_root(h)
+        if rows is None:  # lin_neigh's bias added once, inside the root map's product
+            return mean_adj(F.linear(h, self.lin_neigh.weight)) + F.linear(h, self.lin_root.weight, self.lin_neigh.bias)
         neigh = mean_adj(h).index_select(0, rows)
         return self.lin_neigh(neigh) + self.lin_root(h.index_select(0, rows))
 
@@ -184,33 +184,6 @@ def mask_dropout(h: torch.Tensor, p: float, training: bool = True) -> torch.Tens
         return h * 0.0
     keep = (torch.rand(h.shape, device=h.device) >= p).to(h.dtype).mul_(1.0 / (1.0 - p))  # 0 or 1/(1-p)
     return h * keep
-
-
-def leaky_relu_dropout(h: torch.Tensor, negative_slope: float, p: float, training: bool = True) -> torch.Tensor:
-    """``mask_dropout(F.leaky_relu(h, negative_slope), p, training)`` (the same mask from the same random
-    stream), keeping for the backward pass only the output and a one-byte mask: not the activation's
-    input and a float mask (two [N, d] float matrices fewer live per SAGE layer)."""
-    if not training or p == 0.0 or p >= 1.0:
-        return mask_dropout(F.leaky_relu(h, negative_slope), p, training)
-    return _LeakyReLUDropout.apply(h, negative_slope, p)
-
-
-class _LeakyReLUDropout(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, h, negative_slope, p):
-        keep = torch.rand(h.shape, device=h.device) >= p  # mask_dropout's draw
-        out = F.leaky_relu(h, negative_slope).mul_(keep).mul_(1.0 / (1.0 - p))
-        ctx.negative_slope, ctx.scale = negative_slope, 1.0 / (1.0 - p)
-        ctx.save_for_backward(out, keep)
-        return out
-
-    @staticmethod
-    def backward(ctx, grad):
-        # d out / d h = keep * scale * (1 if h > 0 else slope); a kept element has the sign of h (slope > 0)
-        # and a dropped one has zero gradient whatever its sign, so the output's sign stands in for h's
-        out, keep = ctx.saved_tensors
-        grad = grad * keep.to(grad.dtype).mul_(ctx.scale)  # dropout's backward, as mask_dropout's
-        return torch.where(out > 0, grad, grad * ctx.negative_slope), None, None
 
 
 def lightgcn_propagate(h: torch.Tensor, sym_adj: SparseGraph, n_layers: int) -> torch.Tensor:

@@ -29,7 +29,6 @@ from recbole_metammf.layers.graph import (
     SAGEConv,
     SparseGraph,
     bipartite_adjacency,
-    leaky_relu_dropout,
     lightgcn_propagate,
     mask_dropout,
     normalise,
@@ -83,9 +82,7 @@ class MetaMMF_GCN(MultimodalRecommender):
     # (tests/test_perf_fusion.py compares both). False uses the generic path of MultimodalRecommender.
     batched_gather = True
     # Fast path (default): SAGE dropout masks drawn with torch.rand (layers.graph.mask_dropout: the
-    # same law as F.dropout, half its cost on CPU), fused with the LeakyReLU before it
-    # (layers.graph.leaky_relu_dropout: the same numbers, two node matrices fewer kept for the
-    # backward pass). False: F.leaky_relu, then F.dropout.
+    # same law as F.dropout, half its cost on CPU). False: F.dropout.
     fast_dropout = True
     # Fast path (default, with batched_gather): the last SAGE layer's linear maps and its dropout are
     # applied only to the batch's distinct rows (its neighbour mean is still taken over the whole graph),
@@ -113,12 +110,9 @@ class MetaMMF_GCN(MultimodalRecommender):
                 out = conv(h, self.adj, rows=distinct)  # [k, d]
                 return self._dropout(out, p).index_select(0, inverse)
             h = conv(h, self.adj)
-            if i < last and self.fast_dropout:
-                h = leaky_relu_dropout(h, self.negative_slope, p, self.training)
-            else:
-                if i < last:
-                    h = F.leaky_relu(h, self.negative_slope)
-                h = self._dropout(h, p)
+            if i < last:
+                h = F.leaky_relu(h, self.negative_slope)
+            h = self._dropout(h, p)
         return h if rows is None else h.index_select(0, rows)
 
     def compute_all(self):
