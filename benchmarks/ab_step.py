@@ -6,7 +6,7 @@ meet the same load:
 
     git worktree add /tmp/old 075a0e6
     for i in 1 2 3; do for repo in /tmp/old .; do
-        python benchmarks/ab_step.py $repo mid/MetaMMF_GCN-ref --steps 25; done; done
+        python benchmarks/ab_step.py mid/MetaMMF_GCN-ref $repo --steps 25; done; done
 
 The case is built by this checkout's ``bench_scale.py`` (the same data and settings); the model code
 is ``REPO``'s ``recbole_metammf``.
@@ -14,7 +14,6 @@ is ``REPO``'s ``recbole_metammf``.
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import sys
@@ -24,18 +23,13 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sys.path.insert(0, HERE)
+    import bench_scale  # puts this checkout's root first on sys.path: REPO goes before it below
+
+    p = bench_scale.case_arguments(__doc__, steps=25)
     p.add_argument("repo", help="checkout whose recbole_metammf package runs")
-    p.add_argument("case", help="a case of bench_scale.py, e.g. mid/MetaMMF_GCN")
-    p.add_argument("--steps", type=int, default=25)
-    p.add_argument("--data", default="/tmp/bench_scale/data")
-    p.add_argument("--work", default="/tmp/bench_scale/work")
-    p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
     repo = os.path.abspath(args.repo)
-    sys.path.insert(0, HERE)
-    import bench_scale  # puts this checkout's root first on sys.path: REPO goes before it
-
     sys.path.insert(0, repo)
     import recbole_metammf
 
@@ -44,13 +38,11 @@ def main(argv=None) -> None:
     os.makedirs(args.work, exist_ok=True)
     os.chdir(args.work)  # RecBole writes log/ and saved/ under the working directory
     _config, model, trainer, train_data, _info = bench_scale.build(args.case, args.data, args.work, args.threads)
-    model.train()
-    batches, times = iter(train_data), []
+    step, _batches = bench_scale.stepper(model, trainer, train_data)
+    times = []
     for _ in range(args.steps):
         t0 = time.perf_counter()
-        trainer.optimizer.zero_grad()
-        model.calculate_loss(next(batches)).backward()
-        trainer.optimizer.step()
+        step()
         times.append(time.perf_counter() - t0)
     print(f"{repo} {args.case}: median step {statistics.median(times[2:]):.3f} s over steps 3-{args.steps}, "
           f"peak {bench_scale.peak_gb():.2f} GB, load average {os.getloadavg()[0]:.1f}")

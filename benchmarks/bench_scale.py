@@ -282,6 +282,31 @@ def build(key: str, data: str, work: str, threads: int):
     return config, model, trainer, train_data, info
 
 
+def case_arguments(doc: str, steps: int) -> argparse.ArgumentParser:
+    """The command line of the per-case tools (probe_memory.py, profile_step.py, ab_step.py)."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("case", choices=sorted(CASES), help="a case of bench_scale.py")
+    p.add_argument("--steps", type=int, default=steps)
+    p.add_argument("--data", default="/tmp/bench_scale/data")
+    p.add_argument("--work", default="/tmp/bench_scale/work")
+    p.add_argument("--threads", type=int, default=2)
+    return p
+
+
+def stepper(model, trainer, train_data):
+    """(step, batches): ``step()`` trains on the next batch as RecBole's trainer does (zero_grad, loss,
+    backward, optimizer step); ``batches`` is the iterator it draws from."""
+    model.train()
+    batches = iter(train_data)
+
+    def step():
+        trainer.optimizer.zero_grad()
+        model.calculate_loss(next(batches)).backward()
+        trainer.optimizer.step()
+
+    return step, batches
+
+
 def old_steps(model, trainer, train_data, steps: int, warmup: int = 1) -> float:
     """Issue 6's method: mean training step over ``steps`` batches after ``warmup``, x batches per epoch."""
     model.train()

@@ -26,7 +26,6 @@ instead of keeping its activations.)
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import sys
@@ -103,12 +102,7 @@ def checkpoint_fusion() -> None:
 def main(argv=None) -> None:
     import bench_scale
 
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("case", choices=sorted(bench_scale.CASES), help="a case of bench_scale.py")
-    p.add_argument("--steps", type=int, default=4)
-    p.add_argument("--data", default="/tmp/bench_scale/data")
-    p.add_argument("--work", default="/tmp/bench_scale/work")
-    p.add_argument("--threads", type=int, default=2)
+    p = bench_scale.case_arguments(__doc__, steps=4)
     p.add_argument("--no-profile", action="store_true", help="skip the saved-tensor count and the profiled step")
     p.add_argument("--malloc-trim", choices=["never", "once", "each-step"], default="never")
     p.add_argument("--checkpoint-fusion", action="store_true", help="MetaMMF_GCN: recompute the fusion in backward")
@@ -132,13 +126,10 @@ def main(argv=None) -> None:
     if args.malloc_trim == "once":
         trim()
     print(f"after loading and building: peak {peak_gb():.2f} GB, current {current_gb():.2f} GB", flush=True)
-    model.train()
-    batches = iter(train_data)
+    train_step, batches = bench_scale.stepper(model, trainer, train_data)
 
     def step():
-        trainer.optimizer.zero_grad()
-        model.calculate_loss(next(batches)).backward()
-        trainer.optimizer.step()
+        train_step()
         if args.malloc_trim == "each-step":
             trim()
 

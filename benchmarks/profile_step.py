@@ -10,7 +10,6 @@ do not depend on the load.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
@@ -23,12 +22,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 def main(argv=None) -> None:
     import bench_scale
 
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("case", choices=sorted(bench_scale.CASES), help="a case of bench_scale.py")
-    p.add_argument("--steps", type=int, default=3)
-    p.add_argument("--data", default="/tmp/bench_scale/data")
-    p.add_argument("--work", default="/tmp/bench_scale/work")
-    p.add_argument("--threads", type=int, default=2)
+    p = bench_scale.case_arguments(__doc__, steps=3)
     p.add_argument("--rows", type=int, default=25, help="operators listed")
     args = p.parse_args(argv)
     os.makedirs(args.work, exist_ok=True)
@@ -37,14 +31,7 @@ def main(argv=None) -> None:
     from torch.profiler import ProfilerActivity, profile
 
     _config, model, trainer, train_data, _info = bench_scale.build(args.case, args.data, args.work, args.threads)
-    model.train()
-    batches = iter(train_data)
-
-    def step():
-        trainer.optimizer.zero_grad()
-        model.calculate_loss(next(batches)).backward()
-        trainer.optimizer.step()
-
+    step, _batches = bench_scale.stepper(model, trainer, train_data)
     for _ in range(2):
         step()
     with profile(activities=[ProfilerActivity.CPU]) as prof:
