@@ -122,16 +122,15 @@ def main(argv=None) -> None:
     _config, model, trainer, train_data, _info = bench_scale.build(args.case, args.data, args.work, args.threads)
     print(f"after loading: current {_info['rss_after_data_gb']:.2f} GB; the dataset's tensors "
           f"{dataset_tensor_gb(train_data._dataset):.2f} GB", flush=True)
-    trim = malloc_trim if args.malloc_trim != "never" else None
     if args.malloc_trim == "once":
-        trim()
+        malloc_trim()
     print(f"after loading and building: peak {peak_gb():.2f} GB, current {current_gb():.2f} GB", flush=True)
     train_step, batches = bench_scale.stepper(model, trainer, train_data)
 
     def step():
         train_step()
         if args.malloc_trim == "each-step":
-            trim()
+            malloc_trim()
 
     times = []
     for i in range(args.steps):

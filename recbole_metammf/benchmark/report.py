@@ -289,8 +289,7 @@ def write_report(out_dir: str, focus: str | None = None) -> dict:
     datasets = [d for d in order if d in by_dataset] + sorted(d for d in by_dataset if d not in order)
     summaries = {d: write_dataset_report(out_dir, d, by_dataset[d], manifest, focus) for d in datasets}
     index = [f"# Benchmark `{os.path.basename(os.path.normpath(out_dir))}`", ""]
-    if manifest.get("command"):
-        index += produced_by(manifest)
+    index += produced_by(manifest)
     if manifest.get("spec", {}).get("note"):
         index += [manifest["spec"]["note"], ""]
     n_ok = sum(r["status"] == "ok" for r in records)

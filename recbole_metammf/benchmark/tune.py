@@ -433,7 +433,8 @@ def run_tuned(spec: BenchmarkSpec, out_dir: str, ray_address=None, cpus_per_tria
     runs.append({"command": command, "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                  "found": len(existing)})
     store.save_manifest(out_dir, {"mode": "tuned", "command": command or manifest.get("command"),
-                                  "spec": store.merged_spec(manifest, spec.to_dict()), "tune": {**plan.tune, "seed": plan.seed},
+                                  "spec": store.merged_spec(manifest, spec.to_dict()),
+                                  "tune": {**plan.tune, "seed": plan.seed},
                                   "cpus_per_trial": cpus_per_trial, "runs": runs})
     summary = {"ran": [], "skipped": [], "reused": [], "failed": []}
     if existing:
