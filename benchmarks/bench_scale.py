@@ -234,7 +234,9 @@ def build(key: str, data: str, work: str, threads: int):
     from recbole.utils import get_model, get_trainer, init_seed
 
     import recbole_metammf  # noqa: F401  (registers the plugin models)
+    from recbole_metammf.allocator import tune_allocator
 
+    allocator = tune_allocator()  # as run_recbole.py does, for every model (METAMMF_MALLOC=default: glibc's own)
     torch.set_num_threads(threads)
     model_name, shape, extra = CASES[key]
     extra = dict(extra)
@@ -275,6 +277,7 @@ def build(key: str, data: str, work: str, threads: int):
         "users": dataset.user_num - 1, "items": dataset.item_num - 1, "train_inter": len(train_data.dataset),
         "batch": config["train_batch_size"], "batches_per_epoch": len(train_data),
         "params": sum(p.numel() for p in model.parameters()), "threads": torch.get_num_threads(),
+        "allocator": allocator,
         "d_in": getattr(getattr(model, "modalities", None), "output_dim", None),
     })
     if hasattr(model, "fusion"):

@@ -267,7 +267,9 @@ def _load_feat(self, filepath, source, _orig=Dataset._load_feat):
         seq_fields = [f for f in df.columns if self.field2type[f] in (FeatureType.FLOAT_SEQ, FeatureType.TOKEN_SEQ)]
         setattr(self, ITEM_ROWS_ATTR, {
             "path": str(filepath),
-            "ids": df[self.iid_field].to_numpy(),  # raw item tokens, in file order
+            # raw item tokens, in file order; a copy: pandas' column may be a view of the block that read_csv
+            # filled, which holds every column's raw text (the float_seq strings too: 0.24 GB at TikTok shape)
+            "ids": df[self.iid_field].to_numpy(copy=True),
             "lengths": {f: np.fromiter(map(len, df[f].values), dtype=np.int64, count=len(df)) for f in seq_fields},
         })
     return df

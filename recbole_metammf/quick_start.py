@@ -16,6 +16,7 @@ from recbole.config import Config
 from recbole.quick_start import objective_function  # noqa: F401  (re-exported for HyperTuning)
 from recbole.quick_start import run as recbole_run
 
+from recbole_metammf.allocator import tune_allocator
 from recbole_metammf.checks import preflight
 
 BUILTIN_DATASET = "mm-ml-100k"
@@ -95,6 +96,7 @@ def _run_recboles(rank, *args):
     import recbole_metammf  # noqa: F401  (registers the plugin's models, metrics and workarounds)
     from recbole.quick_start.quick_start import run_recboles
 
+    tune_allocator()
     if not torch.cuda.is_available():
         nproc = args[-1]["config_dict"].get("nproc", 1)
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, nproc)))
@@ -120,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> dict:
     """Run the command line ``argv``; returns RecBole's result dict (raises a UserError for a mistake)."""
     args, _ = build_parser().parse_known_args(argv)
+    tune_allocator()  # glibc's malloc reuses a step's blocks instead of faulting them in anew (allocator.py)
     config_files = args.config_files.strip().split() if args.config_files else None
     result = run(
         args.model,

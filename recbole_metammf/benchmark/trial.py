@@ -137,6 +137,7 @@ def run_trial(model: str, dataset: str, seed: int, config_file_list=None, config
     from recbole.data import create_dataset, data_preparation
     from recbole.utils import get_model, get_trainer, init_logger, init_seed
 
+    from recbole_metammf.allocator import tune_allocator
     from recbole_metammf.registry import get_model as plugin_get_model
 
     record = {
@@ -149,6 +150,7 @@ def run_trial(model: str, dataset: str, seed: int, config_file_list=None, config
         "config_overrides": json_safe(config_dict or {}),
         "host": platform.node(),
         "threads": torch.get_num_threads(),
+        "allocator": tune_allocator(),  # the same maths either way; it changes the timings (allocator.py)
         "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "versions": _versions(),
     }
