@@ -79,6 +79,9 @@ CASES = {
     "kwai/MetaMMF_GCN": ("MetaMMF_GCN", "kwai", {}),
     "kwai/MetaMMF_GCN-ref": ("MetaMMF_GCN", "kwai", {"meta_hidden_size": None}),
 }
+# the allocator A/B: the same cases with glibc's own malloc settings (METAMMF_MALLOC=default, allocator.py)
+GLIBC = ["mid/LightGCN", "mid/GRCN", "mid/MetaMMF_GCN", "tiktok/LightGCN", "tiktok/MetaMMF_GCN"]
+CASES.update({f"{k}-glibc": (*CASES[k][:2], {**CASES[k][2], "_malloc": "default"}) for k in GLIBC})
 # group -> (cases interleaved, warm-up epochs, timed epochs)
 GROUPS = {
     "mid-gcn": (["mid/LightGCN", "mid/MetaMMF_GCN", "mid/MetaMMF_GCN-ref", "mid/MetaMMF_GCN-nofast"], 1, 3),
@@ -89,6 +92,8 @@ GROUPS = {
     "tiktok-mf": (["tiktok/BPR", "tiktok/MetaMMF_MF"], 1, 3),
     "kwai": (["kwai/LightGCN", "kwai/MetaMMF_GCN"], 0, 1),
     "kwai-ref": (["kwai/LightGCN", "kwai/MetaMMF_GCN-ref"], 0, 1),  # reference widths: a 2,048 x 2,048 extractor
+    "mid-malloc": ([k for key in GLIBC[:3] for k in (key, f"{key}-glibc")], 1, 3),
+    "tiktok-malloc": ([k for key in GLIBC[3:] for k in (key, f"{key}-glibc")], 0, 3),
 }
 
 
@@ -234,12 +239,20 @@ def build(key: str, data: str, work: str, threads: int):
     from recbole.utils import get_model, get_trainer, init_seed
 
     import recbole_metammf  # noqa: F401  (registers the plugin models)
-    from recbole_metammf.allocator import tune_allocator
 
-    allocator = tune_allocator()  # as run_recbole.py does, for every model (METAMMF_MALLOC=default: glibc's own)
-    torch.set_num_threads(threads)
+    try:
+        from recbole_metammf.allocator import tune_allocator
+    except ImportError:  # ab_step.py with an older checkout's package: glibc's own settings
+
+        def tune_allocator():
+            return "glibc defaults (a package without allocator.py)"
+
     model_name, shape, extra = CASES[key]
     extra = dict(extra)
+    if extra.pop("_malloc", None) == "default":  # a "-glibc" case of the allocator A/B
+        os.environ["METAMMF_MALLOC"] = "default"
+    allocator = tune_allocator()  # as run_recbole.py does, for every model (METAMMF_MALLOC=default: glibc's own)
+    torch.set_num_threads(threads)
     if not extra.pop("_fast_paths", True):  # issue 12's switchable fast paths off (int32 CSR indices, csr_mm
         # and GRCN's l2_normalize stay: they have no switch)
         from recbole_metammf.layers.fusion import MetaFusionNetwork
@@ -686,6 +699,34 @@ def report(path: Path) -> str:
             p["table"].rstrip(),
             "```",
         ]
+    # the allocator A/B: each case beside itself with glibc's own malloc settings, interleaved in one group
+    ab = []
+    for g in ("mid-malloc", "tiktok-malloc"):
+        for key in GROUPS[g][0][::2]:
+            ra, rb = pair(g, key, f"{key}-glibc")
+            if not ra:
+                continue
+            light = key.split("/")[0] + "/LightGCN"
+            vs = ("" if key == light else f"{ratio(g, key, light):.2f} / {ratio(g, f'{key}-glibc', f'{light}-glibc'):.2f}")
+            ab.append(f"| {g}: {key} | {ra['epoch_median_s']:.2f} | {rb['epoch_median_s']:.2f} | "
+                      f"**{rb['epoch_median_s'] / ra['epoch_median_s']:.2f}** ({rounds(g, f'{key}-glibc', key)}) | {vs} | "
+                      f"{fmt(ra.get('peak_training_gb'))} / {fmt(rb.get('peak_training_gb'))} | {ra['when']}, {ra['commit']} |")
+    if ab:
+        lines += [
+            "",
+            "## glibc's malloc settings against the plugin's (`recbole_metammf/allocator.py`)",
+            "",
+            "The training processes fix glibc's mmap threshold at 32 MB and its trim threshold at 1 GB (the same "
+            "maths; a step's blocks are reused instead of faulted in anew). Each case ran interleaved beside itself "
+            "with glibc's defaults (`METAMMF_MALLOC=default`, the `-glibc` cases), "
+            "`python benchmarks/bench_scale.py --only mid-malloc,tiktok-malloc --force`.",
+            "",
+            "| case | epoch, plugin's settings (s) | epoch, glibc's (s) | glibc / plugin (per round) | / LightGCN, plugin's "
+            "/ glibc's | peak RSS training, plugin's / glibc's (GB) | measured, commit |",
+            "|---|---|---|---|---|---|---|",
+            *ab,
+        ]
+
     # reconciliation with issue 6's method: the same pairs by 20 extrapolated steps and by full epochs
     pairs = [("mid-gcn-before", "mid/MetaMMF_GCN", "mid/LightGCN"), ("mid-gcn", "mid/MetaMMF_GCN", "mid/LightGCN"),
              ("mid-gcn", "mid/MetaMMF_GCN-ref", "mid/LightGCN"), ("mid2048", "mid2048/MetaMMF_GCN", "mid2048/LightGCN"),

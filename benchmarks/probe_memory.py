@@ -18,6 +18,10 @@ of trading speed for memory can be compared in one line each:
     python benchmarks/probe_memory.py tiktok/MetaMMF_GCN --steps 40 --no-profile --malloc-trim each-step
     python benchmarks/probe_memory.py tiktok/MetaMMF_GCN --steps 40 --no-profile --checkpoint-fusion
 
+Like ``run_recbole.py``, the case runs with the plugin's glibc malloc settings
+(``recbole_metammf/allocator.py``); ``METAMMF_MALLOC=default python benchmarks/probe_memory.py ...``
+keeps glibc's own, as every probe before round 4 did.
+
 (``THP_MEM_ALLOC_ENABLE``: PyTorch's CPU allocator asks for transparent huge pages for large
 blocks; ``--malloc-trim``: glibc's ``malloc_trim(0)`` once after building or after every step;
 ``--checkpoint-fusion``: MetaMMF_GCN's fusion of all items recomputed in the backward pass
@@ -140,7 +144,7 @@ def main(argv=None) -> None:
         print(f"after step {i + 1}: peak {peak_gb():.2f} GB, current {current_gb():.2f} GB", flush=True)
     median = statistics.median(times[2:]) if len(times) > 2 else float("nan")
     print(f"summary: {args.case}, {args.steps} steps, malloc_trim {args.malloc_trim}, checkpoint_fusion "
-          f"{args.checkpoint_fusion}, THP_MEM_ALLOC_ENABLE={os.environ.get('THP_MEM_ALLOC_ENABLE', '')}, "
+          f"{args.checkpoint_fusion}, allocator {_info['allocator']}, THP_MEM_ALLOC_ENABLE={os.environ.get('THP_MEM_ALLOC_ENABLE', '')}, "
           f"MALLOC_MMAP_THRESHOLD_={os.environ.get('MALLOC_MMAP_THRESHOLD_', '')}: peak {peak_gb():.2f} GB, "
           f"median step {median:.3f} s (load average {os.getloadavg()[0]:.1f})", flush=True)
     if args.no_profile:
