@@ -80,6 +80,14 @@ def csr_mm(adj: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
     return out.addmm_(adj, h, beta=0.0)
 
 
+def csr_addmm_(out: torch.Tensor, adj: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """``out += adj @ h`` in place (no autograd): on CPU one ``addmm_`` (as fast as the product alone,
+    no separate output and no pass to add it); elsewhere the plain product added."""
+    if adj.device.type != "cpu" or adj.layout != torch.sparse_csr or h.layout != torch.strided:
+        return out.add_(adj @ h)
+    return out.addmm_(adj, h)
+
+
 def l2_normalize(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     """``F.normalize(x, dim=-1, eps=eps)`` with a backward of four passes over ``x`` instead of
     autograd's chain through norm, clamp, expand and division (about ten); the same values and
@@ -87,21 +95,30 @@ def l2_normalize(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     return _L2Normalize.apply(x, eps)
 
 
+def l2_normalize_forward(x: torch.Tensor, eps: float = 1e-12):
+    """(y, 1 / max(|x|, eps), |x| > eps) per row: the normalised rows and what the backward needs."""
+    norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True)
+    inv = 1.0 / norm.clamp_min(eps)
+    return x * inv, inv, norm > eps
+
+
+def l2_normalize_backward(grad: torch.Tensor, y: torch.Tensor, inv: torch.Tensor, above: torch.Tensor):
+    """The gradient of ``x`` from that of ``y = x / max(|x|, eps)``: ``(g - y (y . g)) / |x|`` where
+    ``|x| > eps``, ``g / eps`` elsewhere (``grad`` is not modified)."""
+    dot = (grad * y).sum(dim=-1, keepdim=True).mul_(above)
+    return torch.mul(y, dot).neg_().add_(grad).mul_(inv)
+
+
 class _L2Normalize(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, eps):
-        norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True)
-        inv = 1.0 / norm.clamp_min(eps)
-        y = x * inv
-        ctx.save_for_backward(y, inv, norm > eps)
+        y, inv, above = l2_normalize_forward(x, eps)
+        ctx.save_for_backward(y, inv, above)
         return y
 
     @staticmethod
     def backward(ctx, grad):
-        # y = x / max(|x|, eps): dy/dx g = (g - y (y . g)) / |x| where |x| > eps, g / eps elsewhere
-        y, inv, above = ctx.saved_tensors
-        dot = (grad * y).sum(dim=-1, keepdim=True).mul_(above)
-        return torch.mul(y, dot).neg_().add_(grad).mul_(inv), None
+        return l2_normalize_backward(grad, *ctx.saved_tensors), None
 
 
 class _SpMM(torch.autograd.Function):
@@ -310,6 +327,24 @@ def _permute(x: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
     return x if index is None else x.index_select(0, index)
 
 
+def _group_softmax(s: torch.Tensor, counts: torch.Tensor, group: torch.Tensor, bounded: bool) -> torch.Tensor:
+    """Softmax of ``s`` within consecutive groups (``counts`` long; ``group``: each entry's group)."""
+    if bounded:
+        e = torch.exp(s)
+    else:
+        group_max = torch.segment_reduce(s, "max", lengths=counts, unsafe=True)  # [groups]
+        e = torch.exp(s - group_max.index_select(0, group))  # <= 1
+    denom = torch.segment_reduce(e, "sum", lengths=counts, unsafe=True)
+    return e / denom.index_select(0, group)
+
+
+def _group_softmax_backward(a: torch.Tensor, grad: torch.Tensor, counts: torch.Tensor, group: torch.Tensor):
+    """The gradient of the scores from that of ``a = _group_softmax(...)``."""
+    ag = a * grad
+    inner = torch.segment_reduce(ag, "sum", lengths=counts, unsafe=True)  # sum_j a_j g_j per group
+    return ag - a * inner.index_select(0, group)
+
+
 class EdgePattern(nn.Module):
     """The fixed pattern of ``A [n_rows, n_cols]`` with ``A[rows[e], cols[e]] = w[e]``, ``w`` given per call.
 
@@ -378,6 +413,17 @@ class EdgePattern(nn.Module):
         values = torch.sparse.sampled_addmm(pattern, a.contiguous(), b.t(), beta=0.0).values()  # CSR order
         return _permute(values, from_csr)
 
+    def softmax_values(self, scores: torch.Tensor, transpose: bool, bounded: bool):
+        """(softmax in the caller's order, the same in CSR order) within rows (columns if ``transpose``); no autograd."""
+        _, _, (counts, group), to_csr, from_csr, _ = self._side(transpose)
+        a_csr = _group_softmax(_permute(scores, to_csr), counts, group, bounded)
+        return _permute(a_csr, from_csr), a_csr
+
+    def softmax_grad(self, a_csr: torch.Tensor, grad: torch.Tensor, transpose: bool) -> torch.Tensor:
+        """The scores' gradient (caller's order) from the softmax's (``a_csr`` from :meth:`softmax_values`)."""
+        _, _, (counts, group), to_csr, from_csr, _ = self._side(transpose)
+        return _permute(_group_softmax_backward(a_csr, _permute(grad, to_csr), counts, group), from_csr)
+
     def softmax(self, scores: torch.Tensor, over: str = "rows", bounded: bool = False) -> torch.Tensor:
         """``bounded``: the caller knows ``|scores|`` is small (e.g. cosines): no max subtraction
         (the same softmax up to rounding, three passes over the edges fewer)."""
@@ -423,28 +469,15 @@ class _PatternSoftmax(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, scores, pattern, transpose, bounded):
-        _, _, (counts, group), to_csr, from_csr, _ = pattern._side(transpose)
-        s = _permute(scores, to_csr)
-        if bounded:
-            e = torch.exp(s)
-        else:
-            group_max = torch.segment_reduce(s, "max", lengths=counts, unsafe=True)  # [groups]
-            e = torch.exp(s - group_max.index_select(0, group))  # <= 1
-        denom = torch.segment_reduce(e, "sum", lengths=counts, unsafe=True)
-        a = e / denom.index_select(0, group)  # CSR order
+        a, a_csr = pattern.softmax_values(scores, transpose, bounded)
         ctx.pattern, ctx.transpose = pattern, transpose
-        ctx.save_for_backward(a)
-        return _permute(a, from_csr)
+        ctx.save_for_backward(a_csr)
+        return a
 
     @staticmethod
     def backward(ctx, grad):
-        (a,) = ctx.saved_tensors
-        _, _, (counts, group), to_csr, from_csr, _ = ctx.pattern._side(ctx.transpose)
-        g = _permute(grad, to_csr)
-        ag = a * g
-        inner = torch.segment_reduce(ag, "sum", lengths=counts, unsafe=True)  # sum_j a_j g_j per group
-        grad_s = ag - a * inner.index_select(0, group)
-        return _permute(grad_s, from_csr), None, None, None
+        (a_csr,) = ctx.saved_tensors
+        return ctx.pattern.softmax_grad(a_csr, grad, ctx.transpose), None, None, None
 
 
 class _PatternDot(torch.autograd.Function):

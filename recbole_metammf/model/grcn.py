@@ -33,7 +33,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from recbole_metammf.layers.graph import EdgePattern, l2_normalize
+from recbole_metammf.layers.graph import (
+    EdgePattern,
+    csr_addmm_,
+    csr_mm,
+    l2_normalize,
+    l2_normalize_backward,
+    l2_normalize_forward,
+)
 from recbole_metammf.model.base import MultimodalRecommender
 
 EDGE_WEIGHT_MODES = ("confid", "max", "mean")
@@ -118,6 +125,9 @@ class GRCN(MultimodalRecommender):
         proj = torch.cat([self.projections[m](content) for m, content in enumerate(contents)])  # [M*I, c]
         feat = l2_normalize(F.leaky_relu(proj, self.negative_slope))  # row-wise: per item and modality
         pref = l2_normalize(torch.cat(list(self.preferences)))  # [M*U, c]
+        if self.fused_routing:
+            user_rep, item_rep, a_user, a_item = _Routing.apply(pref, feat, ui, self.n_routing)
+            return user_rep, item_rep, a_user.view(n_mod, -1).t(), a_item.view(n_mod, -1).t()
         for _ in range(self.n_routing):
             a_user = ui.softmax(ui.dot(pref, feat), over="rows", bounded=True)
             pref = l2_normalize(pref + ui.spmm(a_user, feat))
@@ -142,10 +152,11 @@ class GRCN(MultimodalRecommender):
 
     # Fast paths (default), the same numbers (tests/test_perf_grcn.py compares each with its plain form):
     # stack_modalities routes all modalities in one block-diagonal pass (route_stacked; False: route one
-    # at a time); gather_blocks scores a training batch from its rows of each block (ID, each modality's
+    # at a time), fused_routing does that pass with a hand-written backward (_Routing); gather_blocks scores a training batch from its rows of each block (ID, each modality's
     # content), never concatenating the whole [U+I, d + M*c] tables the batch then indexes.
     stack_modalities = True
     gather_blocks = True
+    fused_routing = True  # route_stacked's rounds as one Function (_Routing): gradients summed in place
 
     def representation_blocks(self):
         """(user IDs [U, d], item IDs [I, d], user contents [M*U, c], item contents [M*I, c]): the blocks
@@ -190,3 +201,66 @@ class GRCN(MultimodalRecommender):
         ids = self.id_embedding
         reg = [ids.index_select(0, users)] + [ids.index_select(0, items + self.n_users) for items in items_list]
         return reg + [p.index_select(0, users) for p in self.preferences]
+
+
+class _Routing(torch.autograd.Function):
+    """:meth:`GRCN.route_stacked`'s routing rounds and final aggregation (bounded softmaxes: the scores are
+    cosines) as one Function, from the normalised preferences ``pref`` [M*U, c] and item content ``feat``
+    [M*I, c] to (user reps, item reps, affinities into users, affinities into items), the affinities in
+    the pattern's edge order. The same numbers as the chain of EdgePattern operators, with a backward
+    that sums the gradients of ``feat`` (used by every round's score and aggregation: 9 times with 3
+    rounds) and of each round's preferences in place, by accumulating sparse products (``csr_addmm_``),
+    instead of autograd's separate product outputs and additions; and the item side's affinity gradient
+    taken from the rows (``sddmm(pref, g_item)``), with no permutation."""
+
+    @staticmethod
+    def forward(ctx, pref, feat, pattern, n_routing):
+        prefs, norms, alphas = [pref], [], []  # alphas: (caller order, CSR order), one tensor when they agree
+        for _ in range(n_routing):
+            a, a_csr = pattern.softmax_values(pattern.sddmm(pref, feat), False, True)  # within each user's items
+            pref, inv, above = l2_normalize_forward(csr_mm(pattern.csr(a), feat).add_(pref))
+            prefs.append(pref)
+            norms += [inv, above]
+            alphas += [a, a_csr]
+        score = pattern.sddmm(pref, feat)
+        a_user, a_user_csr = pattern.softmax_values(score, False, True)  # messages item -> user
+        a_item, a_item_csr = pattern.softmax_values(score, True, True)  # messages user -> item
+        user_rep = csr_mm(pattern.csr(a_user), feat).add_(pref)
+        item_rep = csr_mm(pattern.csr_t(a_item), pref).add_(feat)
+        ctx.pattern, ctx.n_routing = pattern, n_routing
+        ctx.save_for_backward(feat, a_user, a_user_csr, a_item, a_item_csr, *prefs, *norms, *alphas)
+        return user_rep, item_rep, a_user, a_item
+
+    @staticmethod
+    def backward(ctx, g_user, g_item, g_a_user, g_a_item):
+        pattern, n = ctx.pattern, ctx.n_routing
+        feat, a_user, a_user_csr, a_item, a_item_csr, *rest = ctx.saved_tensors
+        prefs, norms, alphas = rest[: n + 1], rest[n + 1: 3 * n + 1], rest[3 * n + 1:]
+        pref = prefs[-1]
+        g_user = torch.zeros_like(pref) if g_user is None else g_user.contiguous()  # None: an unused output
+        g_item = torch.zeros_like(feat) if g_item is None else g_item.contiguous()
+        g_feat = g_item.clone()  # item_rep = feat + A^T(a_item) pref
+        g_pref = g_user.clone()  # user_rep = pref + A(a_user) feat
+        # user_rep's product: d a_user[e] = g_user[row] . feat[col]; d feat += A(a_user)^T g_user
+        g_au = pattern.sddmm(g_user, feat)
+        csr_addmm_(g_feat, pattern.csr_t(a_user), g_user)
+        # item_rep's product: d a_item[e] = pref[row] . g_item[col]; d pref += A(a_item) g_item
+        g_ai = pattern.sddmm(pref, g_item)
+        csr_addmm_(g_pref, pattern.csr(a_item), g_item)
+        if g_a_user is not None:
+            g_au += g_a_user
+        if g_a_item is not None:
+            g_ai += g_a_item
+        # the two softmaxes of score = sddmm(pref, feat)
+        g_s = pattern.softmax_grad(a_user_csr, g_au, False)
+        g_s += pattern.softmax_grad(a_item_csr, g_ai, True)
+        csr_addmm_(g_pref, pattern.csr(g_s), feat)
+        csr_addmm_(g_feat, pattern.csr_t(g_s), pref)
+        for r in reversed(range(n)):  # pref_{r+1} = normalise(pref_r + A(a_r) feat), a_r = softmax(sddmm(pref_r, feat))
+            a, a_csr, prev = alphas[2 * r], alphas[2 * r + 1], prefs[r]
+            g_q = l2_normalize_backward(g_pref, prefs[r + 1], norms[2 * r], norms[2 * r + 1])
+            g_s = pattern.softmax_grad(a_csr, pattern.sddmm(g_q, feat), False)
+            csr_addmm_(g_feat, pattern.csr_t(a), g_q)
+            csr_addmm_(g_feat, pattern.csr_t(g_s), prev)
+            g_pref = csr_addmm_(g_q, pattern.csr(g_s), feat)  # d pref_r: through q and through the scores
+        return g_pref, g_feat, None, None
