@@ -61,7 +61,8 @@ def tune_allocator() -> str:
         libc = _glibc()
         if libc is None:
             _state = "not glibc: the C library's defaults"
-        elif libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1 and libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1:
+        elif (libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
+              and libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1):
             _state = f"mmap threshold {MMAP_THRESHOLD >> 20} MB, trim threshold {TRIM_THRESHOLD >> 20} MB"
         else:
             _state = "glibc refused the settings: its defaults"

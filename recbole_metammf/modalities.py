@@ -319,8 +319,10 @@ class ModalityEncoder(nn.Module):
         # the dense modalities side by side in ONE buffer [n_items, sum of dims], each a column view of it:
         # a consumer that wants them concatenated (MetaFusionNetwork's constant blocks) takes a view of
         # the buffer instead of a second copy of every item's features (78 MB at TikTok shape)
-        dense = dense_blocks[0] if len(dense_blocks) == 1 else torch.cat(dense_blocks, dim=1) if dense_blocks else None
-        self.register_buffer("dense", None if dense is None else dense.contiguous(), persistent=False)
+        if dense_blocks:
+            self.register_buffer("dense", torch.cat(dense_blocks, dim=1).contiguous(), persistent=False)
+        else:
+            self.register_buffer("dense", None, persistent=False)
 
     def data(self, i: int) -> torch.Tensor:
         """Modality ``i``'s stored content for all items: dense [n_items, dim] (standardised, missing items

@@ -67,7 +67,7 @@ def csr_mm(adj: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
 
     On CPU, ``adj @ h`` runs as ``addmm`` on a zero-filled "self" that is then copied into the
     result: two passes over the output that the product itself does not need (at 369k non-zeros
-    x 64 columns they were 3/4 of the call). ``addmm_`` with ``beta=0`` into an uninitialised
+    x 64 columns a third of the call: 2.30 ms against 1.48 ms, ``benchmarks/micro_ops.md``). ``addmm_`` with ``beta=0`` into an uninitialised
     output is the product alone: BLAS ignores the output's old values when ``beta`` is 0
     (``tests/test_perf_fusion.py`` checks it on a NaN-filled output, empty rows and no
     non-zeros). Elsewhere (CUDA, other layouts, or ``h`` recording a gradient: the in-place product
@@ -414,7 +414,8 @@ class EdgePattern(nn.Module):
         return _permute(values, from_csr)
 
     def softmax_values(self, scores: torch.Tensor, transpose: bool, bounded: bool):
-        """(softmax in the caller's order, the same in CSR order) within rows (columns if ``transpose``); no autograd."""
+        """(softmax in the caller's order, the same in CSR order) within rows (columns if ``transpose``);
+        no autograd."""
         _, _, (counts, group), to_csr, from_csr, _ = self._side(transpose)
         a_csr = _group_softmax(_permute(scores, to_csr), counts, group, bounded)
         return _permute(a_csr, from_csr), a_csr

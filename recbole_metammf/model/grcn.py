@@ -152,8 +152,9 @@ class GRCN(MultimodalRecommender):
 
     # Fast paths (default), the same numbers (tests/test_perf_grcn.py compares each with its plain form):
     # stack_modalities routes all modalities in one block-diagonal pass (route_stacked; False: route one
-    # at a time), fused_routing does that pass with a hand-written backward (_Routing); gather_blocks scores a training batch from its rows of each block (ID, each modality's
-    # content), never concatenating the whole [U+I, d + M*c] tables the batch then indexes.
+    # at a time), fused_routing does that pass with a hand-written backward (_Routing); gather_blocks
+    # scores a training batch from its rows of each block (ID, each modality's content), never
+    # concatenating the whole [U+I, d + M*c] tables the batch then indexes.
     stack_modalities = True
     gather_blocks = True
     fused_routing = True  # route_stacked's rounds as one Function (_Routing): gradients summed in place
