@@ -144,7 +144,8 @@ def main(argv=None) -> None:
         print(f"after step {i + 1}: peak {peak_gb():.2f} GB, current {current_gb():.2f} GB", flush=True)
     median = statistics.median(times[2:]) if len(times) > 2 else float("nan")
     print(f"summary: {args.case}, {args.steps} steps, malloc_trim {args.malloc_trim}, checkpoint_fusion "
-          f"{args.checkpoint_fusion}, allocator {_info['allocator']}, THP_MEM_ALLOC_ENABLE={os.environ.get('THP_MEM_ALLOC_ENABLE', '')}, "
+          f"{args.checkpoint_fusion}, allocator {_info['allocator']}, "
+          f"THP_MEM_ALLOC_ENABLE={os.environ.get('THP_MEM_ALLOC_ENABLE', '')}, "
           f"MALLOC_MMAP_THRESHOLD_={os.environ.get('MALLOC_MMAP_THRESHOLD_', '')}: peak {peak_gb():.2f} GB, "
           f"median step {median:.3f} s (load average {os.getloadavg()[0]:.1f})", flush=True)
     if args.no_profile:

@@ -319,10 +319,13 @@ class ModalityEncoder(nn.Module):
         # the dense modalities side by side in ONE buffer [n_items, sum of dims], each a column view of it:
         # a consumer that wants them concatenated (MetaFusionNetwork's constant blocks) takes a view of
         # the buffer instead of a second copy of every item's features (78 MB at TikTok shape)
-        if dense_blocks:
-            self.register_buffer("dense", torch.cat(dense_blocks, dim=1).contiguous(), persistent=False)
+        if not dense_blocks:
+            dense = None
+        elif len(dense_blocks) == 1:
+            dense = dense_blocks[0].contiguous()  # no copy of a single modality
         else:
-            self.register_buffer("dense", None, persistent=False)
+            dense = torch.cat(dense_blocks, dim=1)
+        self.register_buffer("dense", dense, persistent=False)
 
     def data(self, i: int) -> torch.Tensor:
         """Modality ``i``'s stored content for all items: dense [n_items, dim] (standardised, missing items

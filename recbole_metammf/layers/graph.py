@@ -67,14 +67,14 @@ def csr_mm(adj: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
 
     On CPU, ``adj @ h`` runs as ``addmm`` on a zero-filled "self" that is then copied into the
     result: two passes over the output that the product itself does not need (at 369k non-zeros
-    x 64 columns a third of the call: 2.30 ms against 1.48 ms, ``benchmarks/micro_ops.md``). ``addmm_`` with ``beta=0`` into an uninitialised
-    output is the product alone: BLAS ignores the output's old values when ``beta`` is 0
-    (``tests/test_perf_fusion.py`` checks it on a NaN-filled output, empty rows and no
-    non-zeros). Elsewhere (CUDA, other layouts, or ``h`` recording a gradient: the in-place product
-    has no backward for a sparse operand) the plain product.
+    x 64 columns a third of the call: 2.30 ms against 1.48 ms, ``benchmarks/micro_ops.md``).
+    ``addmm_`` with ``beta=0`` into an uninitialised output is the product alone: BLAS ignores
+    the output's old values when ``beta`` is 0 (``tests/test_perf_fusion.py`` checks it on a
+    NaN-filled output, empty rows and no non-zeros). Elsewhere (CUDA, other layouts, or ``h``
+    recording a gradient: the in-place product has no backward for a sparse operand) the plain
+    product.
     """
-    if (adj.device.type != "cpu" or adj.layout != torch.sparse_csr or h.layout != torch.strided
-            or (h.requires_grad and torch.is_grad_enabled())):
+    if not _cpu_csr_product(adj, h) or (h.requires_grad and torch.is_grad_enabled()):
         return adj @ h
     out = torch.empty(adj.shape[0], h.shape[1], dtype=h.dtype, device=h.device)
     return out.addmm_(adj, h, beta=0.0)
@@ -83,9 +83,14 @@ def csr_mm(adj: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
 def csr_addmm_(out: torch.Tensor, adj: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
     """``out += adj @ h`` in place (no autograd): on CPU one ``addmm_`` (as fast as the product alone,
     no separate output and no pass to add it); elsewhere the plain product added."""
-    if adj.device.type != "cpu" or adj.layout != torch.sparse_csr or h.layout != torch.strided:
+    if not _cpu_csr_product(adj, h):
         return out.add_(adj @ h)
     return out.addmm_(adj, h)
+
+
+def _cpu_csr_product(adj: torch.Tensor, h: torch.Tensor) -> bool:
+    """Whether ``adj @ h`` is torch's CPU sparse-CSR x dense product, which ``addmm_`` can write in place."""
+    return adj.device.type == "cpu" and adj.layout == torch.sparse_csr and h.layout == torch.strided
 
 
 def l2_normalize(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
