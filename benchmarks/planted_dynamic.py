@@ -37,7 +37,9 @@ NAME = "planted-dynamic"
 # flatter popularity (fewer interactions per item, so IDs learn less and content counts more)
 VARIANTS = {"planted-dynamic": dict(n_users=4_000, tail=1.5),
             "planted-dynamic-sparse": dict(n_users=2_000, tail=3.0),
-            "planted-latent": dict(kind="latent", n_users=4_000, tail=1.5)}
+            "planted-latent": dict(kind="latent", n_users=4_000, tail=1.5),
+            # issue 25's sparse case: ~2 interactions per item, three modalities of very different widths
+            "planted-sparse": dict(kind="latent", n_users=1_000, tail=1.5, dims=(32, 128, 512))}
 DATA = os.path.join(REPO, "dataset")
 OUT = os.path.join(HERE, "validation", "planted_dynamic")
 
@@ -54,11 +56,11 @@ DIMS = (64, 64, 32)
 
 
 def generate(root: str, n_items: int = 10_000, n_users: int = 4_000, k: int = 40, per_user: float = 19.0,
-             seed: int = 0, tail: float = 1.5, name: str = NAME, kind: str = "clusters") -> str:
+             seed: int = 0, tail: float = 1.5, name: str = NAME, kind: str = "clusters", dims=DIMS) -> str:
     """Write ``root/name/name.inter`` and ``.item`` (three float_seq modalities); return the folder."""
     if kind == "latent":
         return generate_latent(root, n_items=n_items, n_users=n_users, per_user=per_user, seed=seed, tail=tail,
-                               name=name)
+                               name=name, dims=dims)
     rng = np.random.default_rng(seed)
     cluster = rng.integers(k, size=n_items)  # [n_items]
     carrier = rng.integers(len(DIMS), size=n_items)  # which modality shows the own cluster
@@ -88,7 +90,7 @@ def generate(root: str, n_items: int = 10_000, n_users: int = 4_000, k: int = 40
 LATENT = 16  # size of an item's meaning z_i and a user's taste in the latent generator
 
 
-def latent_parts(n_items: int = 10_000, n_users: int = 4_000, seed: int = 0, tail: float = 1.5):
+def latent_parts(n_items: int = 10_000, n_users: int = 4_000, seed: int = 0, tail: float = 1.5, dims=DIMS):
     """The latent generator's hidden truth: item meanings ``z``, carriers, user tastes, log-popularity.
 
     Each item has a meaning ``z_i`` (16-d). Each of its three modalities shows *a* meaning through
@@ -101,9 +103,9 @@ def latent_parts(n_items: int = 10_000, n_users: int = 4_000, seed: int = 0, tai
     """
     rng = np.random.default_rng(seed)
     z = rng.normal(size=(n_items, LATENT))
-    carrier = rng.integers(len(DIMS), size=n_items)
+    carrier = rng.integers(len(dims), size=n_items)
     feats = []
-    for m, d in enumerate(DIMS):
+    for m, d in enumerate(dims):
         a = rng.normal(size=(LATENT, d)) / np.sqrt(LATENT)
         decoy = rng.normal(size=(n_items, LATENT))
         own = carrier == m
@@ -116,9 +118,9 @@ def latent_parts(n_items: int = 10_000, n_users: int = 4_000, seed: int = 0, tai
 
 
 def generate_latent(root: str, n_items: int = 10_000, n_users: int = 4_000, per_user: float = 19.0, seed: int = 0,
-                    tail: float = 1.5, name: str = "planted-latent") -> str:
+                    tail: float = 1.5, name: str = "planted-latent", dims=DIMS) -> str:
     """Users pick items by taste x meaning plus popularity (``latent_parts``), ~19 each, without repeats."""
-    z, _, feats, users, log_pop, rng = latent_parts(n_items, n_users, seed, tail)
+    z, _, feats, users, log_pop, rng = latent_parts(n_items, n_users, seed, tail, dims)
     rows = set()
     for start in range(0, n_users, 500):
         u = users[start:start + 500]
@@ -172,7 +174,7 @@ def ceiling(name: str, seed: int = 1) -> float:
     inter = np.loadtxt(path, skiprows=1, dtype=np.int64)
     n_items = 10_000
     if kind == "latent":
-        z, _, _, users, log_pop, _ = latent_parts(n_items, v["n_users"], 0, v["tail"])
+        z, _, _, users, log_pop, _ = latent_parts(n_items, v["n_users"], 0, v["tail"], v.get("dims", DIMS))
     else:
         cluster = np.random.default_rng(0).integers(40, size=n_items)  # generate's first draw
     rng = np.random.default_rng(seed)

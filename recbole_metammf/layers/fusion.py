@@ -23,6 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 FORMS = ("full", "cp", "collapsed")
+CONTENT_SCALES = ("rms", "gate", "none")
 
 
 def project(h, weight: torch.Tensor) -> torch.Tensor:
@@ -188,8 +189,58 @@ class MetaFusionLayer(nn.Module):
         return f"{self.in_dim} -> {self.out_dim}, form={self.form}{rank}, d_s={self.meta_dim}"
 
 
+class ContentScale(nn.Module):
+    """The scale of the fused content ``e^m``, made independent of the modalities' widths and count.
+
+    Without it (``none``, the paper) ``e^m`` leaves the last fusion layer at a scale set by the
+    input: on standardised features ``x · M`` alone has a per-column variance of about
+    ``2 · d_in / (d_in + out)`` (Xavier), and the item-specific part and the hidden layers add to it,
+    so with a few hundred input columns an item's ``e^m`` starts tens of times longer than its
+    RecBole-initialised ID part ``e^c`` and the first scores are the content's random projection.
+
+    * ``rms``: each item's ``e^m`` divided by its root mean square over the ``out`` columns, times a
+      learned per-column gain ``g`` (RMSNorm), ``g`` initialised at ``scale``: every item's content
+      starts with RMS ``scale`` whatever the input, and keeps the scale ``g`` learns.
+    * ``gate``: ``e^m`` times one learned scalar, initialised by :meth:`calibrate` to ``scale`` over
+      the RMS of the content at initialisation (the items' directions and relative lengths kept).
+    * ``none``: unchanged.
+
+    ``scale`` is the item ID table's RMS at initialisation (the model passes it), so the content
+    starts comparable to the ID part.
+    """
+
+    def __init__(self, mode: str, out_dim: int, scale: float = 1.0, eps: float = 1e-8):
+        super().__init__()
+        if mode not in CONTENT_SCALES:
+            raise ValueError(f"content_scale must be one of {CONTENT_SCALES}, got '{mode}'")
+        self.mode, self.eps = mode, eps
+        if mode == "rms":
+            self.gain = nn.Parameter(torch.full((out_dim,), float(scale)))
+        elif mode == "gate":
+            self.gain = nn.Parameter(torch.tensor(float(scale)))
+        self.scale = float(scale)
+
+    @torch.no_grad()
+    def calibrate(self, content: torch.Tensor) -> None:
+        """``gate``: set the gain so that ``content`` (the unscaled e^m of the items) gets RMS ``scale``."""
+        if self.mode == "gate":
+            rms = content.float().pow(2).mean().sqrt().clamp_min(self.eps)
+            self.gain.fill_(self.scale / float(rms))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        if self.mode == "rms":
+            return F.rms_norm(h, (h.shape[-1],), self.gain, self.eps)
+        if self.mode == "gate":
+            return h * self.gain
+        return h
+
+    def extra_repr(self) -> str:
+        return f"mode={self.mode}, init scale={self.scale:.4g}"
+
+
 class MetaFusionNetwork(nn.Module):
-    """Meta extractor + N meta fusion layers, LeakyReLU between layers: x [n, d_in] -> e^m [n, out]."""
+    """Meta extractor + N meta fusion layers, LeakyReLU between layers, then the content scale
+    (:class:`ContentScale`): x [n, d_in] -> e^m [n, out]."""
 
     def __init__(
         self,
@@ -201,6 +252,8 @@ class MetaFusionNetwork(nn.Module):
         form: str = "cp",
         rank: int = 16,
         negative_slope: float = 0.01,
+        content_scale: str = "none",
+        scale: float = 1.0,
     ):
         super().__init__()
         self.extractor = MetaInfoExtractor(in_dim, meta_dim, meta_hidden)
@@ -209,11 +262,17 @@ class MetaFusionNetwork(nn.Module):
             MetaFusionLayer(a, b, meta_dim, form, rank) for a, b in zip(widths[:-1], widths[1:])
         )
         self.negative_slope = negative_slope
+        self.output_scale = ContentScale(content_scale, out_dim, scale)
 
     @classmethod
-    def from_config(cls, config, in_dim: int) -> "MetaFusionNetwork":
-        """The fusion network a MetaMMF model's config describes (its YAML keys)."""
+    def from_config(cls, config, in_dim: int, scale: float = 1.0) -> "MetaFusionNetwork":
+        """The fusion network a MetaMMF model's config describes (its YAML keys); ``scale``: the
+        content's initial RMS under ``content_scale`` (the model's ID part's)."""
+        # a checkpoint saved before the key existed has none in its config: it was trained unscaled
+        content_scale = (config["content_scale"] if "content_scale" in config else None) or "none"
         return cls(
+            content_scale=str(content_scale).lower(),
+            scale=scale,
             in_dim=in_dim,
             hidden_sizes=list(config["fusion_hidden_sizes"] or []),
             out_dim=config["fused_size"],
@@ -276,6 +335,16 @@ class MetaFusionNetwork(nn.Module):
         Blocks give the same result; the constant (dense-feature) blocks then cost no input
         gradient in the backward pass of the first layer and the meta extractor.
         """
+        return self.output_scale(self.fuse(x))
+
+    @torch.no_grad()
+    def calibrate(self, x) -> None:
+        """Initialise the content scale's gain from the items' unscaled content (``gate``; a no-op otherwise)."""
+        if self.output_scale.mode == "gate":
+            self.output_scale.calibrate(self.fuse(x))
+
+    def fuse(self, x) -> torch.Tensor:
+        """The fusion layers' output before the content scale."""
         x = self.grouped(x)
         first = self.layers[0]
         if self.fuse_input_products:
@@ -302,4 +371,4 @@ class MetaFusionNetwork(nn.Module):
             h = torch.bmm(h.unsqueeze(1), layer.item_weights(s)).squeeze(1)
             if i < len(self.layers) - 1:
                 h = F.leaky_relu(h, self.negative_slope)
-        return h
+        return self.output_scale(h)

@@ -34,6 +34,7 @@ from recbole_metammf.modalities import ModalityEncoder
 
 
 COLD_ITEM_ID = ("none", "zero", "mean")
+CONTENT_REG_SCOPES = ("whole", "content")
 
 
 class MultimodalRecommender(GeneralRecommender):
@@ -56,6 +57,11 @@ class MultimodalRecommender(GeneralRecommender):
         if self.cold_item_id not in COLD_ITEM_ID:
             raise ValueError(f"cold_item_id must be one of {COLD_ITEM_ID}, got '{config['cold_item_id']}'")
         self.content_reg_weight = config["content_reg_weight"] if "content_reg_weight" in config else 0.0
+        # what content_reg_weight penalises: the whole vectors, or only their content columns (content_reg_columns)
+        self.content_reg_scope = str((config["content_reg_scope"] if "content_reg_scope" in config else None)
+                                     or "whole").lower()
+        if self.content_reg_scope not in CONTENT_REG_SCOPES:
+            raise ValueError(f"content_reg_scope must be one of {CONTENT_REG_SCOPES}, got '{self.content_reg_scope}'")
         # RecBole's key (LightGCN's): EmbLoss as the squared L2 norm / 2 per row when True, the plain norm when False
         self.require_pow = bool(config["require_pow"]) if "require_pow" in config else False
 
@@ -67,6 +73,12 @@ class MultimodalRecommender(GeneralRecommender):
         self.restore_user_e = None
         self.restore_item_e = None
         self.other_parameter_name = ["restore_user_e", "restore_item_e"]
+
+    def content_scale_target(self, id_table: torch.Tensor) -> float:
+        """The RMS an item's fused content starts at under ``content_scale``: its ID part's, read off the
+        initialised ID table (real items, padding excluded), so the two halves of ``[e^m ; e^c]`` start
+        comparable whatever the modalities' widths and count (layers.fusion.ContentScale)."""
+        return float(id_table.detach()[1:].pow(2).mean().sqrt())
 
     # --- to implement -------------------------------------------------------
     def compute_all(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -111,6 +123,21 @@ class MultimodalRecommender(GeneralRecommender):
         """
         return [user_e, *item_e_list]
 
+    def content_reg_columns(self) -> slice | None:
+        """The columns of the :meth:`content_reg_embeddings` vectors that carry the item content or meet
+        it in the score (``content_reg_scope: content`` penalises only these); None: the model has none."""
+        return None
+
+    def _content_reg_terms(self, users, items_list, user_e, item_e_list) -> list[torch.Tensor]:
+        reg = self.content_reg_embeddings(users, items_list, user_e, item_e_list)
+        if self.content_reg_scope == "content":
+            columns = self.content_reg_columns()
+            if columns is None:
+                raise ValueError(f"content_reg_scope: content needs a model with content columns; "
+                                 f"{type(self).__name__} has none (use whole)")
+            reg = [e[:, columns] for e in reg]
+        return reg
+
     # --- RecBole interface --------------------------------------------------
     def forward(self):
         return self.compute_all()
@@ -128,7 +155,7 @@ class MultimodalRecommender(GeneralRecommender):
             if reg:
                 loss = loss + self.reg_weight * self.reg_loss(*reg, require_pow=self.require_pow).squeeze()  # EmbLoss returns shape [1]
         if self.content_reg_weight > 0:
-            reg = self.content_reg_embeddings(users, [pos, neg], u_e, [pos_e, neg_e])
+            reg = self._content_reg_terms(users, [pos, neg], u_e, [pos_e, neg_e])
             loss = loss + self.content_reg_weight * self.reg_loss(*reg, require_pow=self.require_pow).squeeze()
         return loss
 

@@ -62,7 +62,9 @@ class MetaMMF_GCN(MultimodalRecommender):
         self.apply(xavier_normal_initialization)
         for conv in self.convs:  # the reference's PyG SAGEConv keeps torch's Linear init
             conv.reset_parameters()
-        self.fusion = MetaFusionNetwork.from_config(config, self.modalities.output_dim)
+        self.fusion = MetaFusionNetwork.from_config(
+            config, self.modalities.output_dim, scale=self.content_scale_target(self.item_id_embedding.weight))
+        self.fusion.calibrate(self.modalities.per_modality())  # content_scale: gate
 
         # the graph, built once
         adj = bipartite_adjacency(dataset)
@@ -128,6 +130,9 @@ class MetaMMF_GCN(MultimodalRecommender):
         rows, sizes = self._batch_rows(users, items_list)
         user_e, *item_e = self.propagate(rows).split(sizes)
         return user_e, item_e
+
+    def content_reg_columns(self):
+        return slice(0, self.fusion.layers[-1].out_dim)  # e^m and the user columns that meet it
 
     def reg_embeddings(self, users, items_list):
         return [self.user_embedding(users)] + [self.item_id_embedding(i) for i in items_list]

@@ -35,7 +35,9 @@ class MetaMMF_MF(MultimodalRecommender):
         self.user_embedding = nn.Embedding(self.n_users, self.embedding_size)
         self.item_id_embedding = nn.Embedding(self.n_items, config["id_embedding_size"])
         self.apply(xavier_normal_initialization)  # embeddings; the fusion layers keep their own init
-        self.fusion = MetaFusionNetwork.from_config(config, self.modalities.output_dim)
+        self.fusion = MetaFusionNetwork.from_config(
+            config, self.modalities.output_dim, scale=self.content_scale_target(self.item_id_embedding.weight))
+        self.fusion.calibrate(self.modalities.per_modality())  # content_scale: gate
 
     # Fast path (default): with dense modalities only, a batch's content is ONE gather of rows from the
     # concatenation of all items' modalities (built once, see MetaFusionNetwork.grouped) instead of a
@@ -77,6 +79,9 @@ class MetaMMF_MF(MultimodalRecommender):
         else:
             item_e = self.item_representation(items)
         return self.user_embedding(users), list(item_e.split([len(i) for i in items_list]))
+
+    def content_reg_columns(self):
+        return slice(0, self.fusion.layers[-1].out_dim)  # e^m and the user columns that meet it
 
     def reg_embeddings(self, users, items_list):
         return [self.user_embedding(users)] + [self.item_id_embedding(i) for i in items_list]

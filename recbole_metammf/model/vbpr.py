@@ -72,6 +72,9 @@ class VBPR(MultimodalRecommender):
         # the user's constant 1
         return [user_e[:, :-1], *item_e_list]
 
+    def content_reg_columns(self):
+        return slice(self.id_size, self.id_size + self.content_size)  # theta_u and E f_i
+
     def reg_embeddings(self, users, items_list):
         reg = [self.user_id_embedding(users), self.user_content_embedding(users)]
         for items in items_list:
