@@ -73,7 +73,11 @@ class RayNode:
         env = dict(os.environ, OMP_NUM_THREADS="1", TMPDIR=self.tmp, RAY_TMPDIR=self.tmp,
                    PYTHONPATH=os.pathsep.join(python_path), WATCH_PID=str(os.getpid()))
         env.pop("RAY_ADDRESS", None)
+        # a raylet ends itself when its agent (a Python process) has not registered within 30 s, which
+        # on a machine loaded by other work happens (seen here at a load of 30 on 2 cores)
+        env.setdefault("RAY_agent_register_timeout_ms", "300000")
         self.log = Path(self.tmp) / "ray-start.log"
+        self.command = " ".join(["ray", *args[1:]])
         with open(self.log, "w") as log:
             self.proc = subprocess.Popen(["sh", "-c", _WATCHDOG, "sh", *args], env=env, stdout=log,
                                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -86,12 +90,16 @@ class RayNode:
             self.stop()
             raise
         self.start_seconds = time.time() - self.started
+        print(f"\n$ {self.command}    # pgid {self.pgid}, TMPDIR {self.tmp}: started in {self.start_seconds:.1f}s")
 
     def _wait_started(self, timeout):
         deadline = time.time() + timeout
         while time.time() < deadline:
             text = self.log.read_text()
-            if "Ray runtime started." in text:
+            # started, and its raylet's agent registered (or the raylet would end itself)
+            if "Ray runtime started." in text and any(
+                    "HandleRegisterAgent" in log.read_text(errors="replace")
+                    for log in Path(self.tmp).rglob("raylet.out")):
                 self.ip = re.search(r"Local node IP: (\S+)", text).group(1)
                 if self.head:
                     self.address = f"{self.ip}:{self.port}"
