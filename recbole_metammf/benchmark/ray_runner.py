@@ -80,13 +80,17 @@ def _remote_functions(cpus_per_trial: int):
 
     @ray.remote(num_cpus=0)
     class Tracker:
-        """Which trials are running now (a task tells it when it starts and ends)."""
+        """Which trials are running now (a task tells it when it starts and ends), and every attempt
+        of each trial: where it ran (node id, worker pid). Ray retries a task whose worker or node
+        was lost (``max_retries``), so a trial with a second attempt lost its first one (issue 23)."""
 
         def __init__(self):
             self.running = set()
+            self.attempts = {}  # trial id -> [(node id, pid), ...] in start order
 
-        def start(self, trial_id):
+        def start(self, trial_id, node_id=None, pid=None):
             self.running.add(trial_id)
+            self.attempts.setdefault(trial_id, []).append((node_id, pid))
 
         def end(self, trial_id):
             self.running.discard(trial_id)
@@ -94,20 +98,28 @@ def _remote_functions(cpus_per_trial: int):
         def count(self):
             return len(self.running)
 
+        def status(self):
+            """(trials running now, {trial id: attempts} of the trials started more than once)."""
+            return len(self.running), {t: a for t, a in self.attempts.items() if len(a) > 1}
+
     @ray.remote(num_cpus=cpus_per_trial, max_calls=1, max_retries=1)
     def trial_task(trial: Trial, cwd: str, threads: int, tracker):
+        # first of all (before the slow imports): an attempt lost early is still known as lost
+        node_id = ray.get_runtime_context().get_node_id()
+        tracker.start.remote(trial.id, node_id, os.getpid())
         import torch
 
         from recbole_metammf.benchmark.trial import run_trial
 
-        tracker.start.remote(trial.id)
         sys.argv = sys.argv[:1]  # RecBole's Config parses sys.argv; a Ray worker's are Ray's own
         if os.path.isdir(cwd):  # relative data_path / log dirs resolve as in the driver
             os.chdir(cwd)
         torch.set_num_threads(threads)
         try:
-            return run_trial(trial.model, trial.dataset, trial.seed, list(trial.config_files) or None,
-                             dict(trial.config_dict))
+            record = run_trial(trial.model, trial.dataset, trial.seed, list(trial.config_files) or None,
+                               dict(trial.config_dict))
+            record["ray_node_id"] = node_id  # which node of a cluster ran it
+            return record
         finally:
             tracker.end.remote(trial.id)
 
@@ -179,7 +191,12 @@ def _run_tasks(to_run, out_dir, cpus_per_trial, summary, progress):
     from tqdm import tqdm
 
     Tracker, trial_task = _remote_functions(cpus_per_trial)
-    tracker = Tracker.remote()
+    # On the driver's own node, which the driver cannot outlive anyway: a zero-CPU actor may otherwise
+    # land on any node of a cluster and die with it, and with it the record of lost attempts (issue 23)
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    tracker = Tracker.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
+        ray.get_runtime_context().get_node_id(), soft=False)).remote()
     # fingerprints taken now, from the configs, code and data the trials start with (not from files
     # edited meanwhile)
     from recbole_metammf.benchmark.spec import fingerprint_of_parts
@@ -190,15 +207,37 @@ def _run_tasks(to_run, out_dir, cpus_per_trial, summary, progress):
     bar = tqdm(total=len(to_run), desc="trials", unit="trial", disable=not progress, file=sys.stderr,
                bar_format="{desc}: {n_fmt}/{total_fmt} |{bar}| {postfix} [elapsed {elapsed}]")
     n_failed = 0
+    lost = {}  # trial id -> its lost attempts reported so far (issue 23)
+
+    def report_lost(trial_id, attempts, last_lost=False):
+        # every attempt but the last (all of them once the trial has failed) was lost: its worker or
+        # its node died, and Ray ran the trial again
+        for number, (node_id, pid) in enumerate(attempts if last_lost else attempts[:-1], start=1):
+            if number > len(lost.setdefault(trial_id, [])):
+                lost[trial_id].append({"attempt": number, "ray_node_id": node_id, "pid": pid})
+                again = ("" if number == len(attempts) else
+                         f"; Ray runs the trial again (attempt {number + 1}, node {attempts[number][0]})")
+                bar.write(f"LOST ATTEMPT {trial_id}: attempt {number} (node {node_id}, pid {pid}) was lost with "
+                          f"its worker or node{again}")
+
     try:
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
             for ref in ready:
                 trial = pending.pop(ref)
+                all_lost = False
                 try:
                     record = ray.get(ref)
                 except Exception as exc:  # the worker died (OOM, segfault, lost node): recorded, others go on
                     record = _failed_record(trial, f"{type(exc).__name__}: {exc}")
+                    all_lost = True
+                try:  # lost attempts the loop's poll has not seen yet
+                    attempts = ray.get(tracker.status.remote(), timeout=5)[1].get(trial.id, [])
+                    report_lost(trial.id, attempts, last_lost=all_lost)
+                except Exception:
+                    pass
+                if lost.get(trial.id):
+                    record["lost_attempts"] = lost[trial.id]
                 record["trial_id"] = trial.id  # a named entry's id carries its row name, not the model's
                 if trial.name:
                     record["row"] = trial.name
@@ -213,7 +252,9 @@ def _run_tasks(to_run, out_dir, cpus_per_trial, summary, progress):
                     bar.write(f"FAILED {trial.id}: {record.get('error', '')[:300]}")
                 bar.update(1)
             try:
-                running = ray.get(tracker.count.remote(), timeout=5)
+                running, retried = ray.get(tracker.status.remote(), timeout=5)
+                for trial_id, attempts in retried.items():
+                    report_lost(trial_id, attempts)
             except Exception:
                 running = "?"
             bar.set_postfix_str(f"done {bar.n - n_failed}, running {running}, failed {n_failed}")
