@@ -36,6 +36,7 @@ def write_planted_dataset(
     with_tokens: bool = True,
     with_audio: bool = True,
     seed: int = 0,
+    content: str = "planted",
 ) -> Path:
     """Atomic files where a user's taste is one item cluster and the cluster shows in the features.
 
@@ -43,9 +44,16 @@ def write_planted_dataset(
     'audio' vector (another view of the cluster) and a bag of cluster-specific tag tokens.
     Each user picks a cluster and interacts with ``per_user`` items, ``1 - noise`` of them in
     the cluster; popularity is flat within a cluster, so Pop cannot learn the preference.
+
+    ``content`` makes a control with the same interactions: ``"shuffled"`` gives every item the
+    features (vectors and tags) of another item, drawn by a fixed permutation, so the content has
+    the same distribution but says nothing about the item's cluster; ``"zero"`` gives every item
+    all-zero vectors and the same single tag.
     """
+    if content not in ("planted", "shuffled", "zero"):
+        raise ValueError(f"content must be planted, shuffled or zero, got {content!r}")
     rng = np.random.default_rng(seed)
-    item_cluster = rng.integers(0, n_clusters, size=n_items)
+    item_cluster = rng.integers(0, n_clusters, size=n_items)  # planted_item_clusters() repeats this draw
     centres_v = rng.normal(size=(n_clusters, 16)) * 2
     centres_a = rng.normal(size=(n_clusters, 8)) * 2
     visual = centres_v[item_cluster] + rng.normal(size=(n_items, 16))
@@ -61,6 +69,13 @@ def write_planted_dataset(
             [rng.choice(in_c, n_in, replace=False), rng.choice(out_c, per_user - n_in, replace=False)]
         )
         rows += [(u + 1, i + 1) for i in chosen]
+
+    feature_cluster = item_cluster  # the cluster the item's features show
+    if content == "shuffled":
+        perm = np.random.default_rng(seed + 1).permutation(n_items)
+        visual, audio, feature_cluster = visual[perm], audio[perm], item_cluster[perm]
+    elif content == "zero":
+        visual, audio = np.zeros_like(visual), np.zeros_like(audio)
 
     path = root / name
     path.mkdir(parents=True, exist_ok=True)
@@ -79,10 +94,119 @@ def write_planted_dataset(
             if with_audio:
                 fields.append(" ".join(f"{x:.6f}" for x in audio[i]))
             if with_tokens:
-                tags = [f"c{item_cluster[i]}t{k}" for k in rng.choice(4, 2, replace=False)]
-                fields.append(" ".join(tags + [f"noise{rng.integers(50)}"]))
+                tags = [f"c{feature_cluster[i]}t{k}" for k in rng.choice(4, 2, replace=False)]
+                tags += [f"noise{rng.integers(50)}"]
+                fields.append("none" if content == "zero" else " ".join(tags))
             f.write("\t".join(fields) + "\n")
     return path
+
+
+def planted_item_clusters(n_items: int = 400, n_clusters: int = 8, seed: int = 0) -> np.ndarray:
+    """The taste cluster of item token ``i + 1`` of :func:`write_planted_dataset` (its first draw)."""
+    return np.random.default_rng(seed).integers(0, n_clusters, size=n_items)
+
+
+def write_cold_split(root: Path, name: str = "planted", cold_share: float = 0.1, seed: int = 0, **kw) -> set:
+    """A planted dataset with a fixed split: ``cold_share`` of the items only in valid/test. Returns their tokens."""
+    write_planted_dataset(root, name, **kw)
+    path = root / name
+    lines = (path / f"{name}.inter").read_text().splitlines()
+    header, rows = lines[0], [line.split("\t") for line in lines[1:]]
+    rng = np.random.default_rng(seed)
+    items = sorted({i for _, i in rows}, key=int)
+    cold = set(rng.choice(items, int(round(cold_share * len(items))), replace=False).tolist())
+    parts = {"train": [], "valid": [], "test": []}
+    by_user = {}
+    for u, i in rows:
+        by_user.setdefault(u, []).append(i)
+    for u, its in by_user.items():
+        its = [its[j] for j in rng.permutation(len(its))]
+        warm = [i for i in its if i not in cold]
+        n_train = int(round(0.8 * len(warm)))
+        n_valid = int(round(0.1 * len(warm)))
+        parts["train"] += [(u, i) for i in warm[:n_train]]
+        parts["valid"] += [(u, i) for i in warm[n_train : n_train + n_valid]]
+        parts["test"] += [(u, i) for i in warm[n_train + n_valid :]]
+        for j, i in enumerate(i for i in its if i in cold):  # cold: alternately valid and test
+            parts["valid" if j % 2 else "test"].append((u, i))
+    for part, pairs in parts.items():
+        (path / f"{name}.{part}.inter").write_text(header + "\n" + "".join(f"{u}\t{i}\n" for u, i in pairs))
+    return cold
+
+
+def fit_model(model, root, name="planted", **extra):
+    """(model, dataset, train, valid, test) after RecBole's ``Trainer.fit`` on a fixed split written
+    by :func:`write_cold_split`."""
+    from recbole.config import Config
+    from recbole.data import create_dataset, data_preparation
+    from recbole.trainer import Trainer
+    from recbole.utils import get_model, init_seed
+
+    cfg = planted_config(root, name, benchmark_filename=["train", "valid", "test"], **extra)
+    config = Config(model=model, dataset=name, config_dict=cfg)
+    init_seed(config["seed"], True)
+    dataset = create_dataset(config)
+    train, valid, test = data_preparation(config, dataset)
+    net = get_model(model)(config, train._dataset).to(config["device"])
+    Trainer(config, net).fit(train, valid, saved=False, show_progress=False)
+    net.eval()
+    return net, dataset, train, valid, test
+
+
+def cold_ranking(dataset, train, valid, test, k: int = 10):
+    """What ranking the cold items (no training interaction) of a fixed split involves: for every user
+    with a cold test item, (user id, the cold items they may be recommended, their cold test items)."""
+    uid, iid = dataset.uid_field, dataset.iid_field
+    counts = np.bincount(train.dataset.inter_feat[iid].numpy(), minlength=dataset.item_num)
+    cold = counts == 0
+    cold[0] = False  # padding
+    known = valid.dataset.inter_matrix(form="csr")  # a user's cold validation items are not candidates
+    relevant: dict[int, set] = {}
+    inter = test.dataset.inter_feat
+    for u, i in zip(inter[uid].tolist(), inter[iid].tolist()):
+        if cold[i]:
+            relevant.setdefault(u, set()).add(i)
+    return [(u, np.setdiff1d(np.flatnonzero(cold), known[u].indices), rel) for u, rel in sorted(relevant.items())]
+
+
+def _ndcg_at(order, relevant: set, k: int) -> float:
+    dcg = sum(1 / np.log2(r + 2) for r, i in enumerate(order[:k]) if i in relevant)
+    return dcg / sum(1 / np.log2(r + 2) for r in range(min(k, len(relevant))))
+
+
+def cold_ranking_ndcg(net, ranking, k: int = 10) -> float:
+    """Mean NDCG@k of each user's cold test items when ``net`` ranks the user's candidate cold items."""
+    import torch
+    from recbole.data.interaction import Interaction
+
+    users = torch.tensor([u for u, _, _ in ranking])
+    with torch.no_grad():
+        scores = net.full_sort_predict(Interaction({net.USER_ID: users})).view(len(users), -1).cpu().numpy()
+    out = []
+    for row, (_, cand, rel) in zip(scores, ranking):
+        out.append(_ndcg_at(cand[np.argsort(-row[cand], kind="stable")], rel, k))
+    return float(np.mean(out))
+
+
+def cold_ranking_references(dataset, train, ranking, clusters, k: int = 10, draws: int = 20, seed: int = 0):
+    """(chance, oracle): the expected NDCG@k of :func:`cold_ranking_ndcg` for a random order of the
+    candidates, and for an order that puts the items of the user's taste cluster (the cluster most of
+    the user's training items are in; ``clusters`` from :func:`planted_item_clusters`) first, in a
+    random order within. Monte Carlo over ``draws`` orders per user."""
+    uid, iid = dataset.uid_field, dataset.iid_field
+    tokens = dataset.id2token(iid, np.arange(1, dataset.item_num)).astype(int)
+    item_cluster = np.concatenate([[-1], clusters[tokens - 1]])  # internal id -> cluster
+    inter = train.dataset.inter_feat
+    users, items = inter[uid].numpy(), inter[iid].numpy()
+    rng = np.random.default_rng(seed)
+    chance, oracle = [], []
+    for u, cand, rel in ranking:
+        taste = np.bincount(item_cluster[items[users == u]], minlength=clusters.max() + 1).argmax()
+        for _ in range(draws):
+            chance.append(_ndcg_at(cand[np.argsort(rng.random(len(cand)))], rel, k))
+            key = rng.random(len(cand)) + (item_cluster[cand] == taste)
+            oracle.append(_ndcg_at(cand[np.argsort(-key)], rel, k))
+    return float(np.mean(chance)), float(np.mean(oracle))
 
 
 def planted_config(root: Path, name: str = "planted", **extra) -> dict:
@@ -116,6 +240,36 @@ def build_model(model, root, name="planted", **extra):
     train, valid, test = data_preparation(config, dataset)
     net = get_model(model)(config, train._dataset).to(config["device"])
     return config, net, train, test
+
+
+@pytest.fixture(scope="module")
+def cold_planted(tmp_path_factory):
+    """Roots of two planted datasets with the same interactions and fixed split, 20 % of the items cold
+    (only in validation / test): ``planted`` (features show the item's cluster) and ``shuffled`` (every
+    item has another item's features)."""
+    root = tmp_path_factory.mktemp("cold_planted")
+    for content in ("planted", "shuffled"):
+        write_cold_split(root / content, content=content, cold_share=0.2)
+    return {content: root / content for content in ("planted", "shuffled")}
+
+
+def assert_learns_what_features_decide(model, roots, **extra):
+    """A cold item (never seen in training) can only be ranked from its content. ``model`` (content-only
+    scores for cold items: ``cold_item_id: zero``) ranks each user's cold test items among the cold items;
+    trained on the planted features it must close at least half of the gap between a random order and
+    the cluster oracle, and beat the same model trained on shuffled features (same interactions and
+    feature distribution, no link to the item) by at least that half-gap too."""
+    ndcg = {}
+    for content, root in roots.items():
+        net, dataset, train, valid, test = fit_model(model, root, cold_item_id="zero", **extra)
+        ranking = cold_ranking(dataset, train, valid, test)
+        ndcg[content] = cold_ranking_ndcg(net, ranking)
+        if content == "planted":
+            chance, oracle = cold_ranking_references(dataset, train, ranking, planted_item_clusters())
+    half_gap = (oracle - chance) / 2
+    assert oracle > chance + 0.2, (chance, oracle)  # the split does leave something to learn
+    assert ndcg["planted"] >= chance + half_gap, (model, ndcg, chance, oracle)
+    assert ndcg["planted"] >= ndcg["shuffled"] + half_gap, (model, ndcg, chance, oracle)
 
 
 @pytest.fixture

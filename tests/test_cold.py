@@ -16,7 +16,7 @@ from recbole.evaluator.collector import DataStruct
 from recbole.trainer import Trainer
 from recbole.utils import get_model, init_seed
 
-from conftest import planted_config, write_planted_dataset
+from conftest import planted_config, write_cold_split
 from recbole_metammf.metrics import ColdNDCG, ColdRecall, cold_items_mask, cold_topk
 
 
@@ -67,34 +67,6 @@ def test_no_user_with_a_cold_item_reports_nothing():
 
 
 # --- inside RecBole's evaluation ------------------------------------------------------------------
-def write_cold_split(root: Path, name: str = "planted", cold_share: float = 0.1, seed: int = 0, **kw) -> set:
-    """A planted dataset with a fixed split: ``cold_share`` of the items only in valid/test. Returns their tokens."""
-    write_planted_dataset(root, name, **kw)
-    path = root / name
-    lines = (path / f"{name}.inter").read_text().splitlines()
-    header, rows = lines[0], [line.split("\t") for line in lines[1:]]
-    rng = np.random.default_rng(seed)
-    items = sorted({i for _, i in rows}, key=int)
-    cold = set(rng.choice(items, int(round(cold_share * len(items))), replace=False).tolist())
-    parts = {"train": [], "valid": [], "test": []}
-    by_user = {}
-    for u, i in rows:
-        by_user.setdefault(u, []).append(i)
-    for u, its in by_user.items():
-        its = [its[j] for j in rng.permutation(len(its))]
-        warm = [i for i in its if i not in cold]
-        n_train = int(round(0.8 * len(warm)))
-        n_valid = int(round(0.1 * len(warm)))
-        parts["train"] += [(u, i) for i in warm[:n_train]]
-        parts["valid"] += [(u, i) for i in warm[n_train : n_train + n_valid]]
-        parts["test"] += [(u, i) for i in warm[n_train + n_valid :]]
-        for j, i in enumerate(i for i in its if i in cold):  # cold: alternately valid and test
-            parts["valid" if j % 2 else "test"].append((u, i))
-    for part, pairs in parts.items():
-        (path / f"{name}.{part}.inter").write_text(header + "\n" + "".join(f"{u}\t{i}\n" for u, i in pairs))
-    return cold
-
-
 def _fit(root, model, **extra):
     cfg = planted_config(root, benchmark_filename=["train", "valid", "test"], metric_decimal_place=6,
                          epochs=1, **extra)

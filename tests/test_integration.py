@@ -4,6 +4,8 @@ checkpoints, HyperTuning, and the paper's HR metric."""
 from __future__ import annotations
 
 import glob
+import multiprocessing
+import os
 import subprocess
 import sys
 
@@ -94,8 +96,14 @@ def test_objective_function_and_hypertuning(planted, tmp_path):
     tuner = HyperTuning(objective_function, algo="exhaustive", early_stop=10, max_evals=2,
                         params_file=str(space), fixed_config_file_list=[str(fixed)])
     tuner.run()
-    assert len(tuner.params2result) == 2
-    assert tuner.best_params["fused_size"] in (8, 16)
+    # the tuner picks the size with the best validation score (NDCG@10: bigger is better), and the two
+    # sizes were really trained (a tuner whose parameters were ignored would see one score twice)
+    scores = {key: result["best_valid_score"] for key, result in tuner.params2result.items()}
+    assert set(scores) == {"fused_size:8", "fused_size:16"}
+    assert scores["fused_size:8"] != scores["fused_size:16"], scores
+    assert all(result["valid_score_bigger"] for result in tuner.params2result.values())
+    best = max(scores, key=scores.get)
+    assert tuner.params2str(tuner.best_params) == best and tuner.best_score == scores[best], (tuner.best_params, scores)
 
 
 # --- command line ---------------------------------------------------------------------------------
@@ -130,8 +138,39 @@ def test_module_entry_point(planted, tmp_path):
     assert "Test results of MetaMMF_GCN" in proc.stdout
 
 
+def _recbole_ensure_dir(dir_path):
+    """RecBole 1.2.1's own ``ensure_dir`` (recbole/utils/utils.py), which the plugin replaces."""
+    if not os.path.exists(dir_path):
+        os.makedirs(dir_path)
+
+
+def _race(ensure_dir, base, rounds, barrier, queue):
+    """One of several processes that, released together, each make ``base/d{r}/log`` for every round r."""
+    failures = 0
+    for r in range(rounds):
+        barrier.wait()
+        try:
+            ensure_dir(os.path.join(base, f"d{r}", "log"))
+        except FileExistsError:
+            failures += 1
+    queue.put(failures)
+
+
+def _failures_in_race(ensure_dir, base, rounds, processes=4) -> int:
+    ctx = multiprocessing.get_context("fork")  # the children inherit the patched modules as they are
+    barrier, queue = ctx.Barrier(processes), ctx.Queue()
+    procs = [ctx.Process(target=_race, args=(ensure_dir, str(base), rounds, barrier, queue)) for _ in range(processes)]
+    for proc in procs:
+        proc.start()
+    counts = [queue.get(timeout=120) for _ in procs]
+    for proc in procs:
+        proc.join(timeout=30)
+    return sum(counts)
+
+
 def test_directory_creation_is_race_free(tmp_path):
-    """RecBole's modules create log/ and saved/ through the plugin's exist_ok version."""
+    """RecBole's modules create log/ and saved/ through the plugin's exist_ok version, which survives
+    processes creating the same directory at the same moment; RecBole's own version does not."""
     import importlib
 
     from recbole_metammf import compat
@@ -140,10 +179,18 @@ def test_directory_creation_is_race_free(tmp_path):
         module = importlib.import_module(name)
         if hasattr(module, "ensure_dir"):
             assert module.ensure_dir is compat.ensure_dir, name
-    target = tmp_path / "a" / "b"
-    target.mkdir(parents=True)
-    compat.ensure_dir(str(target))  # existing: no FileExistsError
-    assert target.is_dir()
+    # a real race: processes released by a barrier create the same fresh directory, round after round.
+    # RecBole's check-then-create loses some rounds (FileExistsError); run until it has (so the race is
+    # shown to happen here), then the same number of rounds with what RecBole now calls: no loss.
+    rounds, lost = 0, 0
+    while not lost and rounds < 20_000:
+        lost = _failures_in_race(_recbole_ensure_dir, tmp_path / f"recbole{rounds}", 500)
+        rounds += 500
+    assert lost > 0, f"no FileExistsError in {rounds} rounds: the test created no race"
+    from recbole.utils import logger
+
+    assert _failures_in_race(logger.ensure_dir, tmp_path / "plugin", rounds) == 0
+    assert (tmp_path / "plugin" / f"d{rounds - 1}" / "log").is_dir()
 
 
 def test_unknown_model_name_is_a_plain_error(tmp_path):
