@@ -77,10 +77,48 @@ def test_network_fast_equals_bmm_reference(form):
 def test_meta_extractor_default_hidden_is_input_width():
     ext = MetaInfoExtractor(12, 5)
     assert ext.net[0].out_features == 12 and ext.net[2].out_features == 5
-    # s_i = W2 relu(W1 x + b1) + b2, no activation on s
+    # s_i = W2 relu(W1 x + b1) + b2, no activation on s: written out from the weights
     x = torch.randn(3, 12)
-    expected = ext.net[2](torch.relu(ext.net[0](x)))
-    assert torch.allclose(ext(x), expected)
+    (w1, b1), (w2, b2) = (ext.net[0].weight, ext.net[0].bias), (ext.net[2].weight, ext.net[2].bias)
+    expected = torch.clamp(x @ w1.t() + b1, min=0) @ w2.t() + b2
+    assert torch.allclose(ext(x), expected, atol=1e-6)
+
+
+def test_list_of_blocks_equals_the_concatenated_input():
+    """The extractor, a fusion layer and the network take the input as column blocks of unequal widths
+    (a constant dense block beside a learned one, as ModalityEncoder gives them): the same outputs and
+    the same parameter gradients as for the concatenated tensor, and each learned block's gradient is
+    its columns of the concatenated input's gradient."""
+    torch.manual_seed(0)
+    widths = [5, 3, 4]  # blocks of the 12 input columns
+    ext = MetaInfoExtractor(12, 5, hidden_dim=7).double()
+    layer = MetaFusionLayer(12, 6, 5, form="cp", rank=3).double()
+    net = MetaFusionNetwork(12, [8], 4, meta_dim=5, meta_hidden=7, form="cp", rank=3).double()
+    for module in (ext, layer, net):
+        _randomise(module)
+    x = torch.randn(9, 12, dtype=torch.double)
+    s = torch.randn(9, 5, dtype=torch.double)
+    target_s, target_h = torch.randn(9, 5, dtype=torch.double), torch.randn(9, 6, dtype=torch.double)
+    target_e = torch.randn(9, 4, dtype=torch.double)
+
+    def run(inputs):
+        out = (ext(inputs), layer(inputs, s), net(inputs))
+        loss = (out[0] * target_s).sum() + (out[1] * target_h).sum() + (out[2] * target_e).sum()
+        params = [*ext.parameters(), *layer.parameters(), *net.parameters()]
+        learned = [t for t in (inputs if isinstance(inputs, list) else [inputs]) if t.requires_grad]
+        return out, torch.autograd.grad(loss, params + learned)
+
+    whole = x.clone().requires_grad_(True)
+    out_whole, grads_whole = run(whole)
+    blocks = [b.clone() for b in x.split(widths, dim=1)]
+    blocks[1].requires_grad_(True)  # a learned block between two constant ones
+    out_blocks, grads_blocks = run(blocks)
+    for a, b in zip(out_blocks, out_whole):
+        assert torch.allclose(a, b, atol=1e-10)
+    n_params = len(grads_whole) - 1
+    for a, b in zip(grads_blocks[:n_params], grads_whole[:n_params]):
+        assert torch.allclose(a, b, atol=1e-10)
+    assert torch.allclose(grads_blocks[n_params], grads_whole[n_params][:, 5:8], atol=1e-10)
 
 
 def _xavier_bound(fan_in, fan_out):
