@@ -496,4 +496,27 @@ def test_end_to_end_run_recbole_on_converted_sample(tmp_path):
                           cwd=tmp_path, capture_output=True, text=True, timeout=900,
                           env=dict(os.environ, PYTHONPATH=str(REPO)))
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "test result" in (proc.stdout + proc.stderr).lower()
+    # the printed table: every metric of the plugin's protocol at the YAML's cut-offs, with the values of
+    # the saved (best) model evaluated again on the converted test split
+    lines = proc.stdout.splitlines()
+    start = lines.index("Test results of MetaMMF_GCN on tiktok-t") + 1
+    printed = {}
+    for line in lines[start:]:
+        key, _, value = line.strip().partition(": ")
+        if not value:
+            break
+        printed[key] = float(value)
+    assert {k for k in printed if not k.startswith("cold")} == {
+        f"{m}@{k}" for m in ("recall", "ndcg", "precision", "hit", "hr") for k in (10, 20)
+    }
+    from recbole.trainer import Trainer
+
+    from recbole_metammf.checkpoint import load_checkpoint
+
+    (checkpoint,) = (tmp_path / "saved").glob("MetaMMF_GCN-*.pth")
+    loaded = load_checkpoint(str(checkpoint))
+    trainer = Trainer(loaded.config, loaded.model)
+    trainer.eval_collector.data_collect(loaded.train_data)  # as fit() does: the cold metrics need it
+    again = trainer.evaluate(loaded.test_data, load_best_model=False, show_progress=False)
+    assert printed == pytest.approx(dict(again), abs=1.01e-4)
+    assert printed["hit@20"] >= printed["hit@10"]
