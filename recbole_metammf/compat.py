@@ -26,7 +26,10 @@ Every change RecBole needs to run this plugin sits here, each with its reason.
 
 3. **Distributed training without a GPU.** RecBole hard-codes the NCCL backend
    and CUDA devices when ``local_rank`` is set. Without CUDA we initialise the
-   process group with gloo on the CPU; with CUDA RecBole's own path runs.
+   process group with gloo on the CPU, with a timeout of ``ddp_timeout`` seconds
+   (``properties/overall.yaml``) for joining and for every collective step, so a
+   peer that went silent ends the run instead of hanging it for torch's 30 minutes;
+   with CUDA RecBole's own path runs.
    RecBole also wraps the model in ``DistributedDataParallel(model,
    device_ids=[local_rank])``, which torch refuses for a CPU module: on CPU the
    trainer's DDP is built without ``device_ids``. On every device, DDP is told to
@@ -70,6 +73,7 @@ Every change RecBole needs to run this plugin sits here, each with its reason.
 
 from __future__ import annotations
 
+import datetime
 import os
 from logging import getLogger
 
@@ -171,6 +175,9 @@ def _safe_checkpoint_globals() -> list:
 # ----------------------------------------------------------------------------
 # 3. distributed training on CPU (gloo)
 # ----------------------------------------------------------------------------
+DEFAULT_DDP_TIMEOUT = 600  # seconds; properties/overall.yaml's ddp_timeout
+
+
 def _init_device(self, _orig=Config._init_device):
     cfg = self.final_config_dict
     if "local_rank" not in cfg or torch.cuda.is_available():
@@ -181,6 +188,7 @@ def _init_device(self, _orig=Config._init_device):
             rank=cfg["local_rank"] + cfg["offset"],
             world_size=cfg["world_size"],
             init_method=f"tcp://{cfg['ip']}:{cfg['port']}",
+            timeout=datetime.timedelta(seconds=float(cfg.get("ddp_timeout") or DEFAULT_DDP_TIMEOUT)),
         )
     cfg["gpu_id"] = str(cfg["gpu_id"])
     cfg["device"] = torch.device("cpu")

@@ -31,3 +31,9 @@ class ConfigError(UserError, ValueError):
 
 class DataError(UserError, ValueError):
     """Atomic files whose content cannot be used (ragged or missing item features, unreadable rows)."""
+
+
+class DistributedError(UserError, RuntimeError):
+    """A multi-process run that cannot go on because another of its processes is gone (killed, crashed,
+    unreachable, or silent for longer than ``ddp_timeout``). Not a mistake in the input, but the
+    same one line: the cause lies outside this process and a traceback of it would say nothing more."""

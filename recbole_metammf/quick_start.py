@@ -18,6 +18,7 @@ from recbole.quick_start import run as recbole_run
 
 from recbole_metammf.allocator import tune_allocator
 from recbole_metammf.checks import preflight
+from recbole_metammf.errors import DistributedError
 
 BUILTIN_DATASET = "mm-ml-100k"
 DEFAULT_MODEL = "MetaMMF_GCN"
@@ -81,8 +82,40 @@ def run(
     config_dict = dict(config_dict or {})
     config_dict.update({"world_size": world_size, "ip": ip, "port": port, "nproc": nproc, "offset": group_offset})
     kwargs = {"config_dict": config_dict, "queue": queue, "saved": saved}
-    mp.spawn(_run_recboles, args=(model, dataset, config_file_list, kwargs), nprocs=nproc, join=True)
+    try:
+        mp.spawn(_run_recboles, args=(model, dataset, config_file_list, kwargs), nprocs=nproc, join=True)
+    except (mp.ProcessRaisedException, mp.ProcessExitedException) as err:
+        failure = distributed_failure(err, group_offset, world_size)
+        if failure is None:
+            raise  # a bug in a process of this node: its traceback
+        raise failure from None
     return None if queue.empty() else queue.get()  # rank 0's result (None on other nodes)
+
+
+# the last line of a process's traceback when torch.distributed lost a peer or waited too long for one
+_PEER_LOST = ("Connection closed by peer", "Connection reset by peer", "Timed out", "timed out", "DistStoreError",
+              "DistNetworkError", "DistBackendError", "Socket Timeout", "Broken pipe")
+
+
+def distributed_failure(err, group_offset: int, world_size: int):
+    """The :class:`DistributedError` (one line) for a spawned process's failure caused by another process
+    of the run (gone, unreachable, or silent past ``ddp_timeout``), or None for anything else."""
+    import torch.multiprocessing as mp
+
+    rank = group_offset + err.error_index
+    if isinstance(err, mp.ProcessExitedException):
+        how = f"was killed by {err.signal_name}" if err.signal_name else f"exited with status {err.exit_code}"
+        return DistributedError(f"multi-process run: this node's process of rank {rank} {how}")
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+    last = lines[-1] if lines else ""
+    if not any(marker in last for marker in _PEER_LOST):
+        return None
+    cause = last.split("] ", 1)[-1] if "] " in last else last  # drop gloo's source location
+    cause = cause.split(" This is typically caused")[0]
+    return DistributedError(
+        f"multi-process run stopped: rank {rank} of {world_size} lost another process of the run "
+        f"(killed, crashed, unreachable, or silent for longer than ddp_timeout): {cause}"
+    )
 
 
 def _run_recboles(rank, *args):
