@@ -88,7 +88,7 @@ def run(
         failure = distributed_failure(err, group_offset, world_size)
         if failure is None:
             raise  # a bug in a process of this node: its traceback
-        raise failure from None
+        raise failure from err  # --debug shows the rank's traceback as the cause
     return None if queue.empty() else queue.get()  # rank 0's result (None on other nodes)
 
 
