@@ -90,7 +90,7 @@ def main(argv=None) -> dict:
         return summaries
 
     import recbole_metammf  # noqa: F401  (registers the plugin in the driver too)
-    from recbole_metammf.benchmark.ray_runner import run_benchmark
+    from recbole_metammf.benchmark.plan import run_spec
 
     model_config = {}
     for item in args.model_config:
@@ -126,11 +126,8 @@ def main(argv=None) -> dict:
 
     check_trials(spec.trials())  # models, datasets and config keys, before Ray or any trial starts
     command = "python run_benchmark.py " + " ".join(shlex.quote(a) for a in argv)
-    runner = run_benchmark
-    if spec.tune:
-        from recbole_metammf.benchmark.tune import run_tuned as runner
     try:
-        summary = runner(spec, out, ray_address=args.ray_address, cpus_per_trial=args.cpus_per_trial,
+        summary = run_spec(spec, out, ray_address=args.ray_address, cpus_per_trial=args.cpus_per_trial,
                          force=args.force, retry_failed=args.retry_failed, verbose=args.verbose, command=command)
     except KeyboardInterrupt:
         raise SystemExit(130)

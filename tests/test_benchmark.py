@@ -42,7 +42,7 @@ def _data_yaml(root, name, path, **extra):
 @pytest.fixture(scope="module")
 def local_ray():
     """One local Ray for the in-process benchmarks of this module (run_benchmark reuses it)."""
-    from recbole_metammf.benchmark.ray_runner import init_ray
+    from recbole_metammf.benchmark.runner import init_ray
 
     started = init_ray()
     yield
@@ -52,7 +52,7 @@ def local_ray():
 
 # --- end to end --------------------------------------------------------------------------------
 def test_two_models_two_seeds_end_to_end_and_same_seed_same_metrics(planted, tmp_path, local_ray):
-    from recbole_metammf.benchmark.ray_runner import run_benchmark
+    from recbole_metammf.benchmark.plan import run_benchmark
 
     root, name = planted
     conf = _data_yaml(root, name, tmp_path / "data.yaml", epochs=2)
@@ -89,7 +89,7 @@ def test_two_models_two_seeds_end_to_end_and_same_seed_same_metrics(planted, tmp
 
 
 def test_failing_trial_is_recorded_and_others_finish(planted, tmp_path, local_ray):
-    from recbole_metammf.benchmark.ray_runner import run_benchmark
+    from recbole_metammf.benchmark.plan import run_benchmark
 
     root, name = planted
     conf = _data_yaml(root, name, tmp_path / "data.yaml", epochs=1)
@@ -154,7 +154,7 @@ def test_killed_run_resumes_and_runs_every_trial_exactly_once(planted, tmp_path)
 
 
 def test_changed_config_is_not_silently_mixed_with_old_trials(tmp_path):
-    from recbole_metammf.benchmark.ray_runner import ChangedTrialError, plan
+    from recbole_metammf.benchmark.plan import ChangedTrialError, plan
 
     conf = tmp_path / "a.yaml"
     conf.write_text("epochs: 1\n")
@@ -172,7 +172,7 @@ def test_fingerprint_follows_the_plugin_defaults_and_old_trial_files_still_resum
     import shutil
 
     from recbole_metammf import paths
-    from recbole_metammf.benchmark.ray_runner import ChangedTrialError, plan
+    from recbole_metammf.benchmark.plan import ChangedTrialError, plan
 
     props = tmp_path / "properties"
     shutil.copytree(paths.PROPERTIES_DIR, props)
@@ -363,3 +363,4 @@ def test_manifest_keeps_the_rows_of_earlier_runs_and_lists_each_command():
     assert lines[3:5] == ["python run_benchmark.py --file f.yaml    # t0",
                           "python run_benchmark.py --file f.yaml --models B --force    # t2"]
     assert produced_by({}) == []
+

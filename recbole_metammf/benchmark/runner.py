@@ -1,0 +1,233 @@
+"""Run a plan's trials as Ray tasks, one result file per finished trial: the one runner loop.
+
+A *planner* (:class:`.plan.PlainPlan`, or :class:`.tune.TunedPlan` for tuned mode) says which trials
+can start now (:class:`Action`); :func:`run` submits them, writes each trial's file the moment its task
+returns, asks the planner again, and so on until it has nothing left. Resume, fingerprints, the manifest,
+the progress bar and Ctrl-C are handled here once, for both modes.
+
+Locally Ray is started with every core of the machine and each trial asks for
+``cpus_per_trial`` of them, so ``cores // cpus_per_trial`` trials run at once; inside
+the task torch uses exactly that many threads (Ray also sets ``OMP_NUM_THREADS``),
+so parallel trials never oversubscribe the cores. With ``ray_address`` the same
+tasks go to an existing cluster (the plugin must be importable there and the data
+under the same ``data_path``).
+
+Each task runs in a fresh worker process (``max_calls=1``): RecBole keeps global
+state (logger handlers, seeds) and the peak memory of a process is only the trial's
+own if the process ran nothing else. The driver writes each trial's file the moment
+the task returns, so a run killed at any point (Ctrl-C, ``kill -9``, a lost node)
+keeps every finished trial and, run again, runs only the missing ones.
+
+A planner has: ``out_dir``; ``attempted`` (a set of trial ids run by this process); ``start()`` (the
+first actions; raises :class:`ChangedTrialError` for files of another configuration, code or data);
+``step()`` (the actions that can start now); ``put(sub, record)``; ``finish(action, record, fingerprint,
+parts, cpus_per_trial)`` (a worker's record as stored); ``copy(action)`` (a 'reuse' action's record);
+``manifest(previous, command, cpus_per_trial)``; ``resume_message()``; ``new_summary()``;
+``close(summary)``; ``progress`` (the bar's ``(total, description, approximate)``).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from recbole_metammf.benchmark import store
+from recbole_metammf.benchmark.fingerprint import Trial, fingerprint_of_parts
+from recbole_metammf.errors import UserError
+
+_PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+class ChangedTrialError(UserError, RuntimeError):
+    """A finished trial's file was produced under a different configuration than asked now."""
+
+
+@dataclass
+class Action:
+    """What a planner asks for: run ``trial`` (``kind='run'``), or copy ``source`` as its file (``'reuse'``)."""
+
+    kind: str                     # "run": submit the trial; "reuse": copy ``source`` as the trial's file
+    trial: Trial
+    sub: str = store.TRIALS       # store folder: "trials" or "search"
+    meta: dict = field(default_factory=dict)
+    priority: tuple = ()
+    source: dict | None = field(default=None, repr=False)
+
+
+def ensure_datasets(trials) -> None:
+    """Build the built-in dataset once in the driver, before parallel trials could race to build it."""
+    from recbole_metammf.quick_start import BUILTIN_DATASET, ensure_builtin_dataset
+
+    for trial in trials:
+        if trial.dataset == BUILTIN_DATASET:
+            ensure_builtin_dataset("BPR", trial.dataset, list(trial.config_files) or None, trial.config_dict)
+            return
+
+
+def failed_record(trial: Trial, error: str) -> dict:
+    """The record of a trial whose worker died before it could return one."""
+    from recbole_metammf.benchmark.trial import trial_id
+
+    return {"trial_id": trial_id(trial.model, trial.dataset, trial.seed), "model": trial.model,
+            "dataset": trial.dataset, "seed": trial.seed, "status": "failed", "error": error,
+            "config_files": list(trial.config_files), "config_overrides": trial.config_dict,
+            "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+
+def _remote_functions(cpus_per_trial: int):
+    import ray
+
+    @ray.remote(num_cpus=0)
+    class Tracker:
+        """Which trials are running now (a task tells it when it starts and ends)."""
+
+        def __init__(self):
+            self.running = set()
+
+        def start(self, trial_id):
+            self.running.add(trial_id)
+
+        def end(self, trial_id):
+            self.running.discard(trial_id)
+
+        def count(self):
+            return len(self.running)
+
+    @ray.remote(num_cpus=cpus_per_trial, max_calls=1, max_retries=1)
+    def trial_task(trial: Trial, cwd: str, threads: int, tracker):
+        import torch
+
+        from recbole_metammf.benchmark.trial import run_trial
+
+        tracker.start.remote(trial.id)
+        sys.argv = sys.argv[:1]  # RecBole's Config parses sys.argv; a Ray worker's are Ray's own
+        if os.path.isdir(cwd):  # relative data_path / log dirs resolve as in the driver
+            os.chdir(cwd)
+        torch.set_num_threads(threads)
+        try:
+            return run_trial(trial.model, trial.dataset, trial.seed, list(trial.config_files) or None,
+                             dict(trial.config_dict))
+        finally:
+            tracker.end.remote(trial.id)
+
+    return Tracker, trial_task
+
+
+def init_ray(ray_address=None, verbose: bool = False) -> bool:
+    """Connect to ``ray_address`` or start local Ray on every core; True if this call started Ray."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    if ray_address:
+        ray.init(address=ray_address, log_to_driver=verbose)
+    else:
+        # Workers inherit the driver's environment: make the plugin importable in them from a checkout.
+        paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+        if _PACKAGE_ROOT not in paths:
+            os.environ["PYTHONPATH"] = os.pathsep.join([_PACKAGE_ROOT, *paths])
+        # address="local": always a fresh local instance, never a Ray cluster some other
+        # process happens to be running on this machine
+        ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=verbose)
+    return True
+
+
+def run(planner, ray_address=None, cpus_per_trial: int = 1, verbose: bool = False, command: str | None = None,
+        progress: bool = True) -> dict:
+    """Run every trial ``planner`` asks for into its ``out_dir``; the planner's summary of ids."""
+    import ray
+
+    out_dir = planner.out_dir
+    actions = planner.start()
+    manifest = planner.manifest(store.load_manifest(out_dir), command, cpus_per_trial)
+    store.save_manifest(out_dir, manifest)
+    summary = planner.new_summary()
+    message = planner.resume_message()
+    if message:
+        print(message, file=sys.stderr)
+    started_ray = False
+    try:
+        actions = _copy_reused(planner, actions, summary)
+        if actions:
+            ensure_datasets(a.trial for a in actions)
+            started_ray = init_ray(ray_address, verbose)
+            _loop(planner, actions, cpus_per_trial, summary, progress)
+    finally:
+        if started_ray:
+            ray.shutdown()
+    planner.close(summary)
+    return summary
+
+
+def _copy_reused(planner, actions: list, summary: dict) -> list:
+    """Write every 'reuse' action's copy and step again until only trials to run are left."""
+    while True:
+        reuse = [a for a in actions if a.kind == "reuse"]
+        if not reuse:
+            return actions
+        for a in reuse:
+            planner.put(a.sub, planner.copy(a))
+            planner.attempted.add(a.trial.id)
+            summary["reused"].append(a.trial.id)
+        actions = planner.step()
+
+
+def _loop(planner, actions: list, cpus_per_trial: int, summary: dict, progress: bool) -> None:
+    """Submit what the plan allows (at most as many trials at once as the cluster has slots of
+    ``cpus_per_trial`` cores, in the plan's order), store each trial's file as its task returns, step again."""
+    import ray
+    from tqdm import tqdm
+
+    Tracker, trial_task = _remote_functions(cpus_per_trial)
+    tracker = Tracker.remote()
+    slots = max(1, int(ray.cluster_resources().get("CPU", 1)) // cpus_per_trial)
+    pending: dict = {}  # ref -> (action, fingerprint, parts): fingerprints taken at submission
+    total, desc, approximate = planner.progress
+    bar = tqdm(total=total, desc=desc, unit="trial", disable=not progress, file=sys.stderr,
+               bar_format="{desc}: {n_fmt}/" + ("~" if approximate else "") + "{total_fmt} |{bar}| {postfix} "
+                          "[elapsed {elapsed}]")
+    n_failed = 0
+    try:
+        while True:
+            running = {a.trial.id for a, _, _ in pending.values()}
+            for a in [a for a in actions if a.kind == "run" and a.trial.id not in running][:slots - len(pending)]:
+                # taken now, from the configs, code and data the trial starts with (not from files edited later)
+                parts = a.trial.fingerprint_parts()
+                ref = trial_task.remote(a.trial, os.getcwd(), cpus_per_trial, tracker)
+                pending[ref] = (a, fingerprint_of_parts(parts), parts)
+                planner.attempted.add(a.trial.id)
+            if not pending:
+                return
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+            for ref in ready:
+                action, fingerprint, parts = pending.pop(ref)
+                try:
+                    record = ray.get(ref)
+                except Exception as exc:  # the worker died (OOM, segfault, lost node): recorded, others go on
+                    record = failed_record(action.trial, f"{type(exc).__name__}: {exc}")
+                record = planner.finish(action, record, fingerprint, parts, cpus_per_trial)
+                planner.put(action.sub, record)
+                summary["ran"].append(action.trial.id)
+                if record["status"] != "ok":
+                    n_failed += 1
+                    summary["failed"].append(action.trial.id)
+                    where = "" if action.sub == store.TRIALS else f"{action.sub}/"
+                    bar.write(f"FAILED {where}{action.trial.id}: {record.get('error', '')[:300]}")
+                bar.update(1)
+            if ready:
+                actions = _copy_reused(planner, planner.step(), summary)
+            try:
+                n_running = ray.get(tracker.count.remote(), timeout=5)
+            except Exception:
+                n_running = "?"
+            copied = f", copied {len(summary['reused'])}" if summary.get("reused") else ""
+            bar.set_postfix_str(f"done {bar.n - n_failed}, running {n_running}, failed {n_failed}{copied}")
+    except KeyboardInterrupt:
+        bar.write("Interrupted: finished trials are saved; run the same command again to resume.")
+        for ref in pending:
+            ray.cancel(ref, force=True)
+        raise
+    finally:
+        bar.close()
