@@ -151,8 +151,10 @@ def main(argv=None) -> dict:
     if args.focus:
         write_any_report(out, focus=args.focus)
     copied = f", copied {len(summary['reused'])}" if summary.get("reused") else ""
+    unsaved = (f"; {len(summary['unsaved'])} trial file(s) could not be written (run again to rerun them): "
+               + " ".join(summary["unsaved"])) if summary.get("unsaved") else ""
     print(f"ran {len(summary['ran'])} trial(s) ({len(summary['failed'])} failed), kept {len(summary['skipped'])}"
-          f"{copied}; leaderboards in {out}/<dataset>/leaderboard.md")
+          f"{copied}; leaderboards in {out}/<dataset>/leaderboard.md{unsaved}")
     return summary
 
 

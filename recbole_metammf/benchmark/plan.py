@@ -25,7 +25,7 @@ def plan(spec, out_dir: str, force: bool = False, retry_failed: bool = True):
     """Split the spec's trials into (to_run, finished) given the files in ``out_dir``."""
     to_run, finished, changed = [], [], []
     for trial in spec.trials():
-        record = store.load_trial(out_dir, trial.id)
+        record = store.load_trial(out_dir, trial.id, set_aside_damaged=True)
         reason = None if record is None else trial.stale_reason(record)
         if record is None:
             to_run.append(trial)

@@ -271,7 +271,8 @@ def _published_section(d_dir: str, summary: dict, published: dict, dataset: str)
 
 def write_report(out_dir: str, focus: str | None = None) -> dict:
     """(Re)write every dataset's leaderboard and plots from ``out_dir/trials``; ``{dataset: summary}``."""
-    records = as_rows(store.load_trials(out_dir))
+    damaged: list = []
+    records = as_rows(store.load_trials(out_dir, damaged=damaged))
     manifest = store.load_manifest(out_dir)
     by_dataset = defaultdict(list)
     for r in records:
@@ -285,6 +286,7 @@ def write_report(out_dir: str, focus: str | None = None) -> dict:
         index += [manifest["spec"]["note"], ""]
     n_ok = sum(r["status"] == "ok" for r in records)
     index += [f"{n_ok} finished trial(s), {len(records) - n_ok} failed.", ""]
+    index += store.report_damaged(damaged, out_dir)
     index += [f"* [{d}]({d}/leaderboard.md)" for d in datasets]
     store.atomic_write_text(os.path.join(out_dir, "README.md"), "\n".join(index) + "\n")
     return summaries

@@ -136,7 +136,23 @@ def init_ray(ray_address=None, verbose: bool = False) -> bool:
 
 def run(planner, ray_address=None, cpus_per_trial: int = 1, verbose: bool = False, command: str | None = None,
         progress: bool = True) -> dict:
-    """Run every trial ``planner`` asks for into its ``out_dir``; the planner's summary of ids."""
+    """Run every trial ``planner`` asks for into its ``out_dir``; the planner's summary of ids.
+
+    The folder must be writable (else one :class:`~.store.RunFolderError` line before anything runs) and not
+    held by another live driver (its lock, :func:`.store.acquire_lock`). A trial whose file cannot be written
+    (disk full, folder gone) is reported as failed (``summary['failed']`` and ``summary['unsaved']``), and the
+    next run runs it again.
+    """
+    out_dir = planner.out_dir
+    store.check_writable(out_dir)  # one line before any trial runs, not a lost trial after its training
+    lock = store.acquire_lock(out_dir, command)
+    try:
+        return _run(planner, ray_address, cpus_per_trial, verbose, command, progress)
+    finally:
+        store.release_lock(out_dir, lock)
+
+
+def _run(planner, ray_address, cpus_per_trial, verbose, command, progress) -> dict:
     import ray
 
     out_dir = planner.out_dir
@@ -208,7 +224,17 @@ def _loop(planner, actions: list, cpus_per_trial: int, summary: dict, progress: 
                 except Exception as exc:  # the worker died (OOM, segfault, lost node): recorded, others go on
                     record = failed_record(action.trial, f"{type(exc).__name__}: {exc}")
                 record = planner.finish(action, record, fingerprint, parts, cpus_per_trial)
-                planner.put(action.sub, record)
+                try:
+                    planner.put(action.sub, record)
+                except OSError as exc:  # its result is lost: say so, and record it as failed where we still can
+                    record = planner.finish(action, failed_record(
+                        action.trial, f"its trial file could not be written ({exc}); the next run runs it again"),
+                        fingerprint, parts, cpus_per_trial)
+                    summary.setdefault("unsaved", []).append(action.trial.id)
+                    try:
+                        planner.put(action.sub, record)
+                    except OSError:
+                        pass
                 summary["ran"].append(action.trial.id)
                 if record["status"] != "ok":
                     n_failed += 1

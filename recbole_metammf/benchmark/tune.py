@@ -222,7 +222,7 @@ class TunedPlan:
     def record(self, sub: str, trial_id: str):
         key = (sub, trial_id)
         if key not in self._records:
-            self._records[key] = store.load_trial(self.out_dir, trial_id, sub)
+            self._records[key] = store.load_trial(self.out_dir, trial_id, sub, set_aside_damaged=True)
         return self._records[key]
 
     def put(self, sub: str, record: dict) -> None:
