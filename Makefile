@@ -13,7 +13,7 @@ run: $(VENV)/.installed
 
 # the strict docs build goes into a throwaway directory; pytest runs last, so its summary closes the output
 test: $(VENV)/.installed
-	$(VENV)/bin/lint-imports
+	$(VENV)/bin/lint-imports --no-cache
 	@d=$$(mktemp -d) && NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir "$$d"; rc=$$?; rm -rf "$$d"; exit $$rc
 	$(PY) -m pytest -q
 
