@@ -1,5 +1,6 @@
 # make run   : set up .venv (once) and train + evaluate MetaMMF_GCN on the built-in dataset
-# make test  : set up .venv (once), build the docs strictly (a broken link fails) and run the whole test suite
+# make test  : set up .venv (once), check the import layers (.importlinter), build the docs strictly (a broken
+#              link fails) and run the whole test suite
 # make docs  : build the documentation site into site/ (mkdocs.yml; see docs/architecture.md)
 PYTHON ?= python3
 VENV := .venv
@@ -12,6 +13,7 @@ run: $(VENV)/.installed
 
 # the strict docs build goes into a throwaway directory; pytest runs last, so its summary closes the output
 test: $(VENV)/.installed
+	$(VENV)/bin/lint-imports --no-cache
 	@d=$$(mktemp -d) && NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir "$$d"; rc=$$?; rm -rf "$$d"; exit $$rc
 	$(PY) -m pytest -q
 

@@ -3,6 +3,9 @@
     python run_benchmark.py --models MetaMMF_GCN BPR --datasets mm-ml-100k --seeds 3 --out results/NAME [--epochs=50 ...]
     python run_benchmark.py --file bench.yaml --out results/NAME        # the same from a benchmark YAML file
     python run_benchmark.py --report results/NAME                       # rewrite the leaderboards from trial files
+    python run_benchmark.py --file benchmarks/selection/content_reg.yaml  # choose a default on validation (a 'select'
+                                                                          # section: a grid, datasets, the rule)
+    python run_benchmark.py --report benchmarks/selection/content_reg.yaml  # rewrite its page from the trial files
     python run_benchmark.py --file benchmarks/tuned/mm-ml-100k.yaml     # tuned mode (the file has a 'tune' section):
                                                                         # search each row, then its choice over the seeds
 
@@ -39,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="rerun finished trials whose configuration changed")
     p.add_argument("--no-retry-failed", dest="retry_failed", action="store_false", help="keep failed trials as they are")
     p.add_argument("--focus", default=None, help="model whose improvement the leaderboard's last row shows")
-    p.add_argument("--report", metavar="DIR", default=None, help="only (re)write the report of DIR from its trial files")
+    p.add_argument("--report", metavar="DIR", default=None,
+                   help="only (re)write the report of DIR (or of a selection file) from its trial files")
     p.add_argument("--verbose", action="store_true", help="show the workers' RecBole logs")
     tuned = p.add_argument_group("tuned mode (recbole_metammf/benchmark/tune.py; on by a benchmark file's 'tune' section)")
     tuned.add_argument("--tuned", action="store_true",
@@ -81,6 +85,17 @@ def parse_overrides(unknown: list) -> dict:
 def main(argv=None) -> dict:
     argv = sys.argv[1:] if argv is None else argv
     args, unknown = build_parser().parse_known_args(argv)
+    from recbole_metammf.benchmark.select import is_selection_file
+
+    if args.report and is_selection_file(args.report):
+        from recbole_metammf.benchmark.select import load_selection, write_selection_report
+
+        sel = load_selection(args.report)
+        write_selection_report(sel)
+        print(sel["page"])
+        return {}
+    if args.file and is_selection_file(args.file):
+        return _run_selection(args, argv)
     if args.report:
         from recbole_metammf.benchmark.tuned_report import write_any_report
 
@@ -90,7 +105,7 @@ def main(argv=None) -> dict:
         return summaries
 
     import recbole_metammf  # noqa: F401  (registers the plugin in the driver too)
-    from recbole_metammf.benchmark.ray_runner import run_benchmark
+    from recbole_metammf.benchmark.plan import run_spec
 
     model_config = {}
     for item in args.model_config:
@@ -126,11 +141,8 @@ def main(argv=None) -> dict:
 
     check_trials(spec.trials())  # models, datasets and config keys, before Ray or any trial starts
     command = "python run_benchmark.py " + " ".join(shlex.quote(a) for a in argv)
-    runner = run_benchmark
-    if spec.tune:
-        from recbole_metammf.benchmark.tune import run_tuned as runner
     try:
-        summary = runner(spec, out, ray_address=args.ray_address, cpus_per_trial=args.cpus_per_trial,
+        summary = run_spec(spec, out, ray_address=args.ray_address, cpus_per_trial=args.cpus_per_trial,
                          force=args.force, retry_failed=args.retry_failed, verbose=args.verbose, command=command)
     except KeyboardInterrupt:
         raise SystemExit(130)
@@ -139,8 +151,27 @@ def main(argv=None) -> dict:
     if args.focus:
         write_any_report(out, focus=args.focus)
     copied = f", copied {len(summary['reused'])}" if summary.get("reused") else ""
+    unsaved = (f"; {len(summary['unsaved'])} trial file(s) could not be written (run again to rerun them): "
+               + " ".join(summary["unsaved"])) if summary.get("unsaved") else ""
     print(f"ran {len(summary['ran'])} trial(s) ({len(summary['failed'])} failed), kept {len(summary['skipped'])}"
-          f"{copied}; leaderboards in {out}/<dataset>/leaderboard.md")
+          f"{copied}; leaderboards in {out}/<dataset>/leaderboard.md{unsaved}")
+    return summary
+
+
+def _run_selection(args, argv) -> dict:
+    """A selection file: its grid's missing trials (each candidate a plain benchmark), then its page."""
+    import recbole_metammf  # noqa: F401  (registers the plugin in the driver too)
+    from recbole_metammf.benchmark.select import load_selection, run_selection
+
+    sel = load_selection(args.file)
+    command = "python run_benchmark.py " + " ".join(shlex.quote(a) for a in argv)
+    try:
+        summary = run_selection(sel, command=command, ray_address=args.ray_address, cpus_per_trial=args.cpus_per_trial,
+                                force=args.force, retry_failed=args.retry_failed, verbose=args.verbose)
+    except KeyboardInterrupt:
+        raise SystemExit(130)
+    print(f"ran {len(summary['ran'])} trial(s) ({len(summary['failed'])} failed), kept {len(summary['skipped'])}; "
+          f"the choice: {sel['page']}")
     return summary
 
 

@@ -64,8 +64,10 @@ def load_checkpoint(
     ``models``: the model names ``purpose`` can read; any other is refused before the dataset
     is built. ``quiet``: RecBole's INFO logging (the config, the dataset) is held back meanwhile.
     """
-    import recbole_metammf  # noqa: F401  (plugin models, metrics and the weights-only loading path)
     from recbole.quick_start import load_data_and_model
+
+    # The plugin's models, metrics and weights-only loading path are registered already: importing this
+    # module (recbole_metammf.checkpoint) ran recbole_metammf/__init__.py first.
 
     state = read_checkpoint(path)
     config = state["config"]

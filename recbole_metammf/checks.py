@@ -39,6 +39,8 @@ from recbole_metammf.errors import ConfigError, DatasetNotFoundError
 from recbole_metammf.paths import PROPERTIES_DIR
 from recbole_metammf.registry import closest, get_model
 
+BUILTIN_DATASET = "mm-ml-100k"  # built from RecBole's bundled ml-100k on first use (quick_start.ensure_builtin_dataset)
+
 # RecBole's run arguments (recbole.quick_start.run / run_recbole.py's command line) and the plugin's
 RUN_ARGUMENTS = ("model", "dataset", "config_files", "nproc", "ip", "port", "world_size", "group_offset", "offset")
 
@@ -231,8 +233,6 @@ def converter_kinds() -> list[str]:
 
 def check_dataset(config) -> None:
     """The atomic files RecBole will read for ``config['dataset']`` exist, else one DatasetNotFoundError."""
-    from recbole_metammf.quick_start import BUILTIN_DATASET
-
     dataset = config["dataset"]
     if dataset == BUILTIN_DATASET:
         return  # built on first use

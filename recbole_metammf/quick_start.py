@@ -17,10 +17,9 @@ from recbole.quick_start import objective_function  # noqa: F401  (re-exported f
 from recbole.quick_start import run as recbole_run
 
 from recbole_metammf.allocator import tune_allocator
-from recbole_metammf.checks import preflight
+from recbole_metammf.checks import BUILTIN_DATASET, preflight
 from recbole_metammf.errors import DistributedError
 
-BUILTIN_DATASET = "mm-ml-100k"
 DEFAULT_MODEL = "MetaMMF_GCN"
 
 
@@ -125,9 +124,10 @@ def _run_recboles(rank, *args):
     torch threads each) instead of every process using them all.
     """
     import torch
-
-    import recbole_metammf  # noqa: F401  (registers the plugin's models, metrics and workarounds)
     from recbole.quick_start.quick_start import run_recboles
+
+    # The plugin is registered already: this function reached the spawned process by reference
+    # (recbole_metammf.quick_start._run_recboles), so importing it ran recbole_metammf/__init__.py first.
 
     tune_allocator()
     if not torch.cuda.is_available():

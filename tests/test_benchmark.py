@@ -42,7 +42,7 @@ def _data_yaml(root, name, path, **extra):
 @pytest.fixture(scope="module")
 def local_ray():
     """One local Ray for the in-process benchmarks of this module (run_benchmark reuses it)."""
-    from recbole_metammf.benchmark.ray_runner import init_ray
+    from recbole_metammf.benchmark.runner import init_ray
 
     started = init_ray()
     yield
@@ -52,7 +52,7 @@ def local_ray():
 
 # --- end to end --------------------------------------------------------------------------------
 def test_two_models_two_seeds_end_to_end_and_same_seed_same_metrics(planted, tmp_path, local_ray):
-    from recbole_metammf.benchmark.ray_runner import run_benchmark
+    from recbole_metammf.benchmark.plan import run_benchmark
 
     root, name = planted
     conf = _data_yaml(root, name, tmp_path / "data.yaml", epochs=2)
@@ -89,7 +89,7 @@ def test_two_models_two_seeds_end_to_end_and_same_seed_same_metrics(planted, tmp
 
 
 def test_failing_trial_is_recorded_and_others_finish(planted, tmp_path, local_ray):
-    from recbole_metammf.benchmark.ray_runner import run_benchmark
+    from recbole_metammf.benchmark.plan import run_benchmark
 
     root, name = planted
     conf = _data_yaml(root, name, tmp_path / "data.yaml", epochs=1)
@@ -154,7 +154,7 @@ def test_killed_run_resumes_and_runs_every_trial_exactly_once(planted, tmp_path)
 
 
 def test_changed_config_is_not_silently_mixed_with_old_trials(tmp_path):
-    from recbole_metammf.benchmark.ray_runner import ChangedTrialError, plan
+    from recbole_metammf.benchmark.plan import ChangedTrialError, plan
 
     conf = tmp_path / "a.yaml"
     conf.write_text("epochs: 1\n")
@@ -172,7 +172,7 @@ def test_fingerprint_follows_the_plugin_defaults_and_old_trial_files_still_resum
     import shutil
 
     from recbole_metammf import paths
-    from recbole_metammf.benchmark.ray_runner import ChangedTrialError, plan
+    from recbole_metammf.benchmark.plan import ChangedTrialError, plan
 
     props = tmp_path / "properties"
     shutil.copytree(paths.PROPERTIES_DIR, props)
@@ -363,3 +363,135 @@ def test_manifest_keeps_the_rows_of_earlier_runs_and_lists_each_command():
     assert lines[3:5] == ["python run_benchmark.py --file f.yaml    # t0",
                           "python run_benchmark.py --file f.yaml --models B --force    # t2"]
     assert produced_by({}) == []
+
+
+# --- the results folder: two drivers, unwritable, damaged files (issue 23) ------------------------------
+def _one_line_error(capsys, main, argv) -> str:
+    """Run an entry point as its command line does; assert exit status 2 and exactly one stderr line."""
+    from recbole_metammf.entry import run_cli
+
+    capsys.readouterr()
+    assert run_cli(main, argv) == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    return lines[0]
+
+
+def test_a_second_driver_refuses_naming_the_live_holder_and_takes_over_a_dead_ones_lock(planted, tmp_path, capsys):
+    import socket
+
+    import run_benchmark
+
+    root, name = planted
+    conf = _data_yaml(root, name, tmp_path / "data.yaml", epochs=1)
+    out = tmp_path / "bench"
+    out.mkdir()
+    # another driver holding the folder: its own process, holding the lock as run_benchmark.py does
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from recbole_metammf.benchmark import store; "
+         "store.acquire_lock(sys.argv[1], 'python run_benchmark.py ...'); print('held', flush=True); time.sleep(120)",
+         str(out)], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        argv = ["--models", "BPR", "--datasets", name, "--config_files", conf, "--out", str(out)]
+        line = _one_line_error(capsys, run_benchmark.main, argv)
+        assert f"host {socket.gethostname()}, pid {holder.pid}, since 20" in line and str(out) in line
+        assert not (out / "trials").exists() or not list((out / "trials").glob("*.json"))  # nothing ran
+    finally:
+        holder.kill()  # kill -9: the lock file stays, naming a driver that is gone
+        holder.wait()
+    left = json.loads((out / store.LOCK).read_text())
+    assert left["pid"] == holder.pid
+    fd = store.acquire_lock(str(out), "second")
+    err = capsys.readouterr().err
+    assert f"taking over the lock left by host {socket.gethostname()}, pid {holder.pid}" in err
+    assert json.loads((out / store.LOCK).read_text())["pid"] == os.getpid()
+    store.release_lock(str(out), fd)
+    assert not (out / store.LOCK).exists()
+
+
+def test_an_unwritable_results_folder_is_refused_in_one_line_before_any_trial(planted, tmp_path, capsys):
+    import run_benchmark
+
+    root, name = planted
+    conf = _data_yaml(root, name, tmp_path / "data.yaml", epochs=1)
+    where = tmp_path / "taken"
+    where.write_text("a file where the results folder should be\n")
+    argv = ["--models", "BPR", "--datasets", name, "--config_files", conf, "--out", str(where)]
+    line = _one_line_error(capsys, run_benchmark.main, argv)
+    assert line == f"error: cannot write trial files into {where}: {where} is a file, not a folder"
+    folder = tmp_path / "bench"
+    folder.mkdir()
+    (folder / "trials").write_text("")  # the trials folder cannot be made
+    argv[-1] = str(folder)
+    assert "cannot write trial files into" in _one_line_error(capsys, run_benchmark.main, argv)
+    assert where.read_text().startswith("a file") and not (folder / store.LOCK).exists()
+
+
+def test_a_trial_whose_file_cannot_be_written_is_recorded_as_failed_and_runs_again(planted, tmp_path, local_ray,
+                                                                                    monkeypatch):
+    import errno
+
+    from recbole_metammf.benchmark.plan import run_benchmark
+
+    root, name = planted
+    conf = _data_yaml(root, name, tmp_path / "data.yaml", epochs=1)
+    spec = BenchmarkSpec(models=["BPR"], datasets=[name], seeds=[1], config_files=[conf])
+    out = tmp_path / "bench"
+    real = store.save_trial
+
+    def disk_full_for_results(out_dir, record, sub=store.TRIALS):
+        if record["status"] == "ok":  # the result, not the small failed record written in its place
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(out_dir, record, sub)
+
+    monkeypatch.setattr(store, "save_trial", disk_full_for_results)
+    summary = run_benchmark(spec, str(out), progress=False, report=False)
+    tid = f"{name}__BPR__seed1"
+    assert summary["failed"] == [tid] and summary["unsaved"] == [tid] and summary["ran"] == [tid]
+    record = store.load_trial(str(out), tid)
+    assert record["status"] == "failed" and "could not be written" in record["error"]
+    assert "No space left on device" in record["error"]
+    monkeypatch.setattr(store, "save_trial", real)
+    again = run_benchmark(spec, str(out), progress=False, report=False)  # a failed trial runs again
+    assert again["ran"] == [tid] and not again["failed"]
+    assert store.load_trial(str(out), tid)["status"] == "ok"
+
+
+def test_a_damaged_trial_file_is_named_set_aside_on_resume_and_left_out_of_the_report(tmp_path, capsys):
+    import run_benchmark
+    from recbole_metammf.benchmark.plan import plan
+
+    out = tmp_path / "bench"
+    records = _fake_board(out)  # two models x two seeds, as test_report_numbers_equal_a_hand_computation
+    damaged = out / "trials" / f"{records[-1]['trial_id']}.json"
+    damaged.write_text(damaged.read_text()[:40])  # cut short
+    capsys.readouterr()
+    run_benchmark.main(["--report", str(out)])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert err == [f"warning: {damaged}: damaged trial file, not valid JSON; the report is written without it"]
+    readme = (out / "README.md").read_text()
+    assert f"**Left out:** 1 damaged trial file(s), not valid JSON: `trials/{damaged.name}`" in readme
+    assert "3 finished trial(s), 0 failed." in readme
+    board = (out / "d" / "leaderboard.md").read_text()
+    assert "| A | 2 |" in board and "| B | 1 |" in board  # B's seed-2 trial left out, not the board
+
+    spec = BenchmarkSpec(models=["A", "B"], datasets=["d"], seeds=[1, 2])
+    for r in records[:-1]:  # the intact files: this spec's own trials, finished
+        trial = next(t for t in spec.trials() if t.id == r["trial_id"])
+        store.save_trial(str(out), {**r, "fingerprint": trial.fingerprint()})
+    to_run, finished = plan(spec, str(out))
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert [t.id for t in to_run] == [records[-1]["trial_id"]] and len(finished) == 3
+    assert len(err) == 1 and err[0].startswith(f"warning: {damaged}: damaged trial file, not valid JSON (")
+    assert err[0].endswith(f"set aside as {damaged.name}.corrupt, the trial runs again")
+    assert not damaged.exists() and (damaged.parent / f"{damaged.name}.corrupt").read_text().startswith("{")
+
+
+def _fake_board(out) -> list[dict]:
+    """Trial files of models A and B x seeds 1 and 2 on dataset ``d`` (records in file-name order)."""
+    records = [_fake_record(m, s, {"precision@10": 0.1 + s / 100, "precision@20": 0.1, "ndcg@10": 0.2 + s / 100,
+                                   "ndcg@20": 0.2}, dataset="d") for m in ("A", "B") for s in (1, 2)]
+    for r in records:
+        store.save_trial(str(out), r)
+    return records

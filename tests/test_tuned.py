@@ -21,8 +21,8 @@ import yaml
 from conftest import REPO, planted_config
 from recbole_metammf.benchmark import store
 from recbole_metammf.benchmark.spec import BenchmarkSpec, load_spec
-from recbole_metammf.benchmark.tune import (SEARCH, TunedPlan, inline_space, load_search, promote, rank,
-                                            sample_configs, space_size)
+from recbole_metammf.benchmark.store import SEARCH
+from recbole_metammf.benchmark.tune import TunedPlan, inline_space, promote, rank, sample_configs, space_size
 
 HYPER = REPO / "hyper"
 ROWS = ["MetaMMF_GCN", "MetaMMF_GCN-LightGCN", "MetaMMF_MF", "LightGCN", "BPR", "VBPR", "MMGCN", "GRCN", "LATTICE",
@@ -175,14 +175,14 @@ def _fake_search_record(trial, score, epochs=2, status="ok"):
 
 def test_changed_code_or_dataset_files_make_trials_stale_and_the_run_refuses_naming_them(planted, tmp_path,
                                                                                           monkeypatch):
-    from recbole_metammf.benchmark import spec as spec_module
-    from recbole_metammf.benchmark.ray_runner import ChangedTrialError, plan
-    from recbole_metammf.benchmark.tune import run_tuned
+    from recbole_metammf.benchmark import fingerprint as fingerprint_module
+    from recbole_metammf.benchmark.plan import ChangedTrialError, plan
+    from recbole_metammf.benchmark.plan import run_tuned
 
     root, name = planted
     package = tmp_path / "pkg"  # a copy of the plugin's code to edit
-    shutil.copytree(spec_module.PLUGIN_DIR, package, ignore=shutil.ignore_patterns("__pycache__"))
-    monkeypatch.setattr(spec_module, "PLUGIN_DIR", str(package))
+    shutil.copytree(fingerprint_module.PLUGIN_DIR, package, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(fingerprint_module, "PLUGIN_DIR", str(package))
     conf = _data_yaml(root, name, tmp_path / "data.yaml", epochs=2)
     space = tmp_path / "lr.hyper"
     space.write_text("learning_rate choice [0.001,0.01]\n")
@@ -280,7 +280,7 @@ def test_rung_budgets_never_exceed_the_epoch_cap_and_the_last_stage_runs_to_it(t
 @pytest.fixture(scope="module")
 def local_ray():
     ray = pytest.importorskip("ray")
-    from recbole_metammf.benchmark.ray_runner import init_ray
+    from recbole_metammf.benchmark.runner import init_ray
 
     started = init_ray()
     yield
@@ -290,7 +290,7 @@ def local_ray():
 
 def test_tiny_tuned_run_picks_the_best_validation_config_and_resumes_with_nothing_to_do(planted, tmp_path, local_ray):
     from recbole_metammf.benchmark.trial import run_trial
-    from recbole_metammf.benchmark.tune import run_tuned
+    from recbole_metammf.benchmark.plan import run_tuned
     from recbole_metammf.benchmark.tuned_report import write_tuned_report
 
     root, name = planted
@@ -305,7 +305,7 @@ def test_tiny_tuned_run_picks_the_best_validation_config_and_resumes_with_nothin
     summary = run_tuned(spec, str(out), progress=False, command="python run_benchmark.py --file tiny.yaml")
     assert not summary["failed"]
 
-    search = {r["trial_id"]: r for r in load_search(str(out))}
+    search = {r["trial_id"]: r for r in store.load_trials(str(out), SEARCH)}
     rung0 = {r["config_index"]: r for r in search.values() if r["rung"] == 0}
     last = {r["config_index"]: r for r in search.values() if r["rung"] == 1}
     assert sorted(rung0) == [0, 1, 2, 3] and len(search) == 6

@@ -23,48 +23,14 @@ from datetime import datetime, timezone
 
 import yaml
 
+from recbole_metammf.benchmark.runner import init_ray
+from recbole_metammf.benchmark.space import _plain, parse_space  # noqa: F401  (parse_space: run_hyper.py's)
 from recbole_metammf.benchmark.store import atomic_write_text
-
-
-def parse_space(params_file: str) -> dict:
-    """``{name: (kind, args)}`` from a RecBole ``.hyper`` file (the same grammar HyperTuning reads)."""
-    space = {}
-    with open(params_file) as f:
-        for line in f:
-            line = line.split("#", 1)[0].strip()
-            if not line:
-                continue
-            name, kind, rest = line.split(maxsplit=2)
-            if kind == "choice":
-                args = _choice_values(rest)
-                if not isinstance(args, list):
-                    raise ValueError(f"{params_file}: 'choice' needs a list: {line!r}")
-            elif kind in ("uniform", "loguniform", "quniform"):
-                args = [float(x) for x in rest.split()]
-            else:
-                raise ValueError(f"{params_file}: unknown distribution {kind!r} in {line!r}")
-            space[name] = (kind, args)
-    return space
-
-
-def _choice_values(text: str):
-    """A ``choice`` list as RecBole's HyperTuning reads it (a Python literal: ``[1e-5,'cp',[0.5,0.2]]``).
-
-    ``ast.literal_eval`` is the safe form of the ``eval`` RecBole uses; YAML alone would read ``1e-5``
-    as the *string* '1e-5' (YAML 1.1 floats need a dot), which a model would then fail to multiply.
-    """
-    import ast
-
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return yaml.safe_load(text)  # unquoted words, as a YAML flow list: [cp, full]
+from recbole_metammf.benchmark.trial import run_trial
 
 
 def _objective(model, dataset, seed, config_file_list, config_dict, points: list):
     """An objective with RecBole HyperTuning's signature that runs one seeded trial and logs it in ``points``."""
-    from recbole_metammf.benchmark.trial import run_trial
-
     def objective(params, fixed_config_file_list=None, saved=True):
         params = {k: _plain(v) for k, v in params.items()}
         record = run_trial(model, dataset, seed, config_file_list, {**(config_dict or {}), **params})
@@ -138,8 +104,6 @@ def search_ray(model, dataset, params_file, seed=2020, config_file_list=None, co
 
     from recbole.config import Config
 
-    from recbole_metammf.benchmark.ray_runner import init_ray
-
     base = Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
     mode = "max" if base["valid_metric_bigger"] else "min"
     space = parse_space(params_file)
@@ -148,8 +112,6 @@ def search_ray(model, dataset, params_file, seed=2020, config_file_list=None, co
 
     def trainable(params):
         import torch
-
-        from recbole_metammf.benchmark.trial import run_trial
 
         sys.argv = sys.argv[:1]
         os.chdir(cwd)  # Tune starts trials in their own directory; relative data paths are the driver's
@@ -197,11 +159,3 @@ def write_best_config(path: str, result: dict, model: str, dataset: str, seed: i
     atomic_write_text(path, "\n".join(header) + "\n" + body)
     atomic_write_text(os.path.splitext(path)[0] + ".points.json",
                       json.dumps({"model": model, "dataset": dataset, "seed": seed, **result}, indent=1, default=str))
-
-
-def _plain(v):
-    if hasattr(v, "item"):
-        return v.item()
-    if isinstance(v, (list, tuple)):
-        return [_plain(x) for x in v]
-    return v

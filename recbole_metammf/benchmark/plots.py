@@ -1,10 +1,19 @@
-"""PNG plots of a leaderboard (matplotlib, headless)."""
+"""PNG plots of a leaderboard (matplotlib, headless) and the metric columns' names tables and plots share."""
 
 from __future__ import annotations
 
 from collections import defaultdict
 
 import numpy as np
+
+SHORT = {"precision": "P", "recall": "R", "ndcg": "NDCG", "hr": "HR", "hit": "Hit", "mrr": "MRR", "map": "MAP",
+         "coldrecall": "cold R", "coldndcg": "cold NDCG"}
+
+
+def column_label(key: str) -> str:
+    """``ndcg@10`` -> ``NDCG@10``: a metric column's name in the tables and plots."""
+    metric, k = key.split("@")
+    return f"{SHORT.get(metric, metric)}@{k}"
 
 
 def _pyplot():
@@ -18,8 +27,6 @@ def _pyplot():
 
 def bar_chart(summary: dict, path: str, title: str = "") -> None:
     """Grouped bars: one group per metric column, one bar per model, error bars = std over seeds."""
-    from recbole_metammf.benchmark.report import column_label
-
     plt = _pyplot()
     keys, models = summary["keys"], summary["models"]
     x = np.arange(len(keys))

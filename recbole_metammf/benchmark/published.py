@@ -22,7 +22,7 @@ from __future__ import annotations
 import csv
 import io
 
-from recbole_metammf.benchmark.report import column_label
+from recbole_metammf.benchmark.plots import column_label
 
 
 def _rows(summary: dict, figures: dict) -> tuple[list[str], list[str]]:

@@ -23,16 +23,11 @@ from collections import defaultdict
 import numpy as np
 from scipy import stats
 
+from recbole_metammf.benchmark import published as pub
 from recbole_metammf.benchmark import store
+from recbole_metammf.benchmark.plots import bar_chart, column_label, validation_curves
 
-SHORT = {"precision": "P", "recall": "R", "ndcg": "NDCG", "hr": "HR", "hit": "Hit", "mrr": "MRR", "map": "MAP",
-         "coldrecall": "cold R", "coldndcg": "cold NDCG"}
 COLD_METRICS = ("coldrecall", "coldndcg")  # recbole_metammf.metrics: only items with no training interaction count
-
-
-def column_label(key: str) -> str:
-    metric, k = key.split("@")
-    return f"{SHORT.get(metric, metric)}@{k}"
 
 
 def metric_keys(records: list[dict]) -> list[str]:
@@ -231,8 +226,6 @@ def as_rows(records: list[dict]) -> list[dict]:
 def write_dataset_report(out_dir: str, dataset: str, records: list[dict], manifest: dict, focus=None,
                          sections_after_table=None) -> dict:
     """``sections_after_table``: markdown lines placed under the table and plots (e.g. the tuned mode's)."""
-    from recbole_metammf.benchmark.plots import bar_chart, validation_curves
-
     ok = [r for r in records if r["status"] == "ok"]
     failed = [r for r in records if r["status"] != "ok"]
     d_dir = os.path.join(out_dir, dataset)
@@ -268,8 +261,6 @@ def write_dataset_report(out_dir: str, dataset: str, records: list[dict], manife
 
 def _published_section(d_dir: str, summary: dict, published: dict, dataset: str) -> list[str]:
     """Published figures beside ours (``published.csv``, ``published.png``, a markdown section)."""
-    from recbole_metammf.benchmark import published as pub
-
     lines = pub.markdown(summary, published, dataset)
     if lines:
         store.atomic_write_text(os.path.join(d_dir, "published.csv"), pub.csv_text(summary, published, dataset))
@@ -280,7 +271,8 @@ def _published_section(d_dir: str, summary: dict, published: dict, dataset: str)
 
 def write_report(out_dir: str, focus: str | None = None) -> dict:
     """(Re)write every dataset's leaderboard and plots from ``out_dir/trials``; ``{dataset: summary}``."""
-    records = as_rows(store.load_trials(out_dir))
+    damaged: list = []
+    records = as_rows(store.load_trials(out_dir, damaged=damaged))
     manifest = store.load_manifest(out_dir)
     by_dataset = defaultdict(list)
     for r in records:
@@ -294,6 +286,7 @@ def write_report(out_dir: str, focus: str | None = None) -> dict:
         index += [manifest["spec"]["note"], ""]
     n_ok = sum(r["status"] == "ok" for r in records)
     index += [f"{n_ok} finished trial(s), {len(records) - n_ok} failed.", ""]
+    index += store.report_damaged(damaged, out_dir)
     index += [f"* [{d}]({d}/leaderboard.md)" for d in datasets]
     store.atomic_write_text(os.path.join(out_dir, "README.md"), "\n".join(index) + "\n")
     return summaries

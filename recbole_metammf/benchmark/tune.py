@@ -34,19 +34,19 @@ import math
 import os
 import sys
 import zlib
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 import numpy as np
 
 from recbole_metammf.benchmark import store
-from recbole_metammf.benchmark.hyper import _plain  # numpy scalars / lists -> plain Python values
-from recbole_metammf.benchmark.spec import BenchmarkSpec, Trial, fingerprint_of_parts
+from recbole_metammf.benchmark.fingerprint import Trial
+from recbole_metammf.benchmark.runner import Action, ChangedTrialError, ensure_datasets
+from recbole_metammf.benchmark.space import _plain, parse_space
+from recbole_metammf.benchmark.store import SEARCH
+from recbole_metammf.benchmark.store import TUNE_DEFAULTS as DEFAULTS
 from recbole_metammf.errors import ConfigError  # a ValueError too; the entry points print it as one line
 
-SEARCH = "search"
 HYPER_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "hyper")
-DEFAULTS = {"configs": 8, "seed": None, "rungs": [], "eta": 2, "spaces": {}, "max_last_epoch_share": 0.2}
 
 
 # --- settings and search spaces -------------------------------------------------------------------
@@ -102,10 +102,8 @@ def inline_space(mapping: dict, where: str = "space") -> dict:
     return space
 
 
-def row_space(spec: BenchmarkSpec, row: str) -> tuple[dict, str]:
+def row_space(spec, row: str) -> tuple[dict, str]:
     """(space, where it came from) of a row: ``tune.spaces``, ``hyper/<row>.hyper``, ``hyper/<model>.hyper``."""
-    from recbole_metammf.benchmark.hyper import parse_space
-
     given = (spec.tune.get("spaces") or {}).get(row)
     if isinstance(given, dict):
         return inline_space(given, f"tune.spaces.{row}"), "the benchmark file"
@@ -204,20 +202,11 @@ def promote(alive, scores: dict, eta: int, bigger: bool = True) -> list[int]:
     return sorted(rank(alive, scores, bigger)[:keep])
 
 
-@dataclass
-class Action:
-    kind: str                     # "run": submit the trial; "reuse": copy ``source`` as the trial's file
-    trial: Trial
-    sub: str                      # store folder: "search" or "trials"
-    meta: dict
-    priority: tuple
-    source: dict | None = field(default=None, repr=False)
-
-
 class TunedPlan:
-    """The state of a tuned benchmark, recomputed from its files: :meth:`step` says what runs next."""
+    """The state of a tuned benchmark, recomputed from its files: :meth:`step` says what runs next
+    (a planner of :func:`.runner.run`)."""
 
-    def __init__(self, spec: BenchmarkSpec, out_dir: str, force: bool = False, retry_failed: bool = True):
+    def __init__(self, spec, out_dir: str, force: bool = False, retry_failed: bool = True):
         self.spec, self.out_dir, self.force, self.retry_failed = spec, out_dir, force, retry_failed
         self.tune = check_tune_settings(spec.tune)
         self.seed = int(self.tune["seed"] if self.tune["seed"] is not None else spec.seeds[0])
@@ -233,11 +222,11 @@ class TunedPlan:
     def record(self, sub: str, trial_id: str):
         key = (sub, trial_id)
         if key not in self._records:
-            self._records[key] = _load(self.out_dir, sub, trial_id)
+            self._records[key] = store.load_trial(self.out_dir, trial_id, sub, set_aside_damaged=True)
         return self._records[key]
 
     def put(self, sub: str, record: dict) -> None:
-        _save(self.out_dir, sub, record)
+        store.save_trial(self.out_dir, record, sub)
         self._records[(sub, record["trial_id"])] = record
 
     def _state(self, sub: str, trial: Trial, record) -> str:
@@ -352,172 +341,53 @@ class TunedPlan:
         total += n + len(self.spec.seeds) - (self.seed in self.spec.seeds)
         return total * len(self.spec.models) * len(self.spec.datasets)
 
+    # as a planner of the runner ----------------------------------------------------------------------
+    def start(self) -> list[Action]:
+        ensure_datasets(self.spec.trials())  # before any fingerprint: the data digest reads the dataset's files
+        self.existing = {(sub, tid) for sub in (SEARCH, store.TRIALS) for tid in store.trial_ids(self.out_dir, sub)}
+        actions = self.step()
+        if self.stale:
+            raise ChangedTrialError(self.stale_message())
+        return actions
+
+    def manifest(self, previous: dict, command, cpus_per_trial: int) -> dict:
+        runs = previous.get("runs", [])
+        runs.append({"command": command, "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                     "found": len(self.existing)})
+        return {"mode": "tuned", "command": command or previous.get("command"),
+                "spec": store.merged_spec(previous, self.spec.to_dict()),
+                "tune": {**self.tune, "seed": self.seed}, "cpus_per_trial": cpus_per_trial, "runs": runs}
+
+    def resume_message(self):
+        return f"{len(self.existing)} trial file(s) in {self.out_dir} found; resuming." if self.existing else None
+
+    def new_summary(self) -> dict:
+        return {"ran": [], "skipped": [], "reused": [], "failed": []}
+
+    @property
+    def progress(self):
+        return max(self.expected_trials() - len(self.existing), 0), "tuned trials", True
+
+    def finish(self, action: Action, record: dict, fingerprint: str, parts: dict, cpus_per_trial: int) -> dict:
+        """A worker's trial record as the tuned run stores it: its own id, fingerprint, row and stage."""
+        record = dict(record)
+        record.update({"trial_id": action.trial.id, "fingerprint": fingerprint, "fingerprint_parts": parts,
+                       "cpus_per_trial": cpus_per_trial, **action.meta})
+        return record
+
+    def copy(self, action: Action) -> dict:
+        record = {k: v for k, v in action.source.items()
+                  if k not in ("config_index", "rung", "epoch_budget", "params", "trial_id")}
+        record.update({"trial_id": action.trial.id, **action.meta})
+        return record
+
+    def close(self, summary: dict) -> None:
+        summary["skipped"] = sorted(tid for sub, tid in self.done & self.existing)
+        if self.stale:  # code or data edited while this run went on: those rows stopped advancing
+            print("Stopped advancing: " + self.stale_message(), file=sys.stderr)
+            summary["stale"] = sorted(tid for _, tid in self.stale)
+
     def stale_message(self) -> str:
         items = ", ".join(f"{sub}/{tid} ({why})" for (sub, tid), why in sorted(self.stale.items()))
         return (f"{self.out_dir} holds trials that no longer match this benchmark: {items}. A resumed run never "
                 "mixes them with new ones: use another --out, or --force to run them again and replace their files")
-
-
-def _load(out_dir: str, sub: str, trial_id: str):
-    path = os.path.join(out_dir, sub, f"{trial_id}.json")
-    if not os.path.isfile(path):
-        return None
-    import json
-
-    with open(path) as f:
-        return json.load(f)
-
-
-def _save(out_dir: str, sub: str, record: dict) -> None:
-    import json
-
-    store.atomic_write_text(os.path.join(out_dir, sub, f"{record['trial_id']}.json"),
-                            json.dumps(record, indent=1) + "\n")
-
-
-def load_search(out_dir: str) -> list[dict]:
-    """Every search trial record of a tuned benchmark directory (sorted by file name)."""
-    import json
-
-    directory = os.path.join(out_dir, SEARCH)
-    if not os.path.isdir(directory):
-        return []
-    out = []
-    for name in sorted(os.listdir(directory)):
-        if name.endswith(".json") and not name.startswith("."):
-            with open(os.path.join(directory, name)) as f:
-                out.append(json.load(f))
-    return out
-
-
-def _finish(record: dict, action: Action, fingerprint: str, parts: dict, cpus_per_trial: int) -> dict:
-    """A worker's trial record as the tuned run stores it: its own id, fingerprint, row and stage."""
-    record = dict(record)
-    record.update({"trial_id": action.trial.id, "fingerprint": fingerprint, "fingerprint_parts": parts,
-                   "cpus_per_trial": cpus_per_trial, **action.meta})
-    return record
-
-
-def _copy(action: Action) -> dict:
-    record = {k: v for k, v in action.source.items()
-              if k not in ("config_index", "rung", "epoch_budget", "params", "trial_id")}
-    record.update({"trial_id": action.trial.id, **action.meta})
-    return record
-
-
-# --- the run ----------------------------------------------------------------------------------------
-def run_tuned(spec: BenchmarkSpec, out_dir: str, ray_address=None, cpus_per_trial: int = 1, force: bool = False,
-              retry_failed: bool = True, verbose: bool = False, command: str | None = None, progress: bool = True,
-              report: bool = True) -> dict:
-    """Run the tuned benchmark ``spec`` into ``out_dir`` (resuming); ``{'ran', 'skipped', 'reused', 'failed'}``.
-
-    Raises :class:`~.ray_runner.ChangedTrialError` naming every file whose config, code or data changed
-    (``force`` reruns them instead). Trials are submitted as the plan allows, at most as many at once as
-    the Ray cluster has slots of ``cpus_per_trial`` cores, earlier datasets and rows first.
-    """
-    import ray
-
-    from recbole_metammf.benchmark.ray_runner import ChangedTrialError, _ensure_datasets, init_ray
-
-    out_dir = os.path.abspath(out_dir)
-    _ensure_datasets(spec)
-    plan = TunedPlan(spec, out_dir, force=force, retry_failed=retry_failed)
-    existing = {(sub, n[:-5]) for sub in (SEARCH, store.TRIALS) if os.path.isdir(os.path.join(out_dir, sub))
-                for n in os.listdir(os.path.join(out_dir, sub)) if n.endswith(".json") and not n.startswith(".")}
-    actions = plan.step()
-    if plan.stale:
-        raise ChangedTrialError(plan.stale_message())
-
-    manifest = store.load_manifest(out_dir)
-    runs = manifest.get("runs", [])
-    runs.append({"command": command, "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                 "found": len(existing)})
-    store.save_manifest(out_dir, {"mode": "tuned", "command": command or manifest.get("command"),
-                                  "spec": store.merged_spec(manifest, spec.to_dict()),
-                                  "tune": {**plan.tune, "seed": plan.seed},
-                                  "cpus_per_trial": cpus_per_trial, "runs": runs})
-    summary = {"ran": [], "skipped": [], "reused": [], "failed": []}
-    if existing:
-        print(f"{len(existing)} trial file(s) in {out_dir} found; resuming.", file=sys.stderr)
-    started_ray = False
-    try:
-        actions = _copy_reused(plan, actions, summary)
-        if actions:
-            started_ray = init_ray(ray_address, verbose)
-            _loop(plan, actions, out_dir, cpus_per_trial, summary, progress, len(existing))
-    finally:
-        if started_ray:
-            ray.shutdown()
-    summary["skipped"] = sorted(tid for sub, tid in plan.done & existing)
-    if plan.stale:  # code or data edited while this run went on: those rows stopped advancing
-        print("Stopped advancing: " + plan.stale_message(), file=sys.stderr)
-        summary["stale"] = sorted(tid for _, tid in plan.stale)
-    if report:
-        from recbole_metammf.benchmark.tuned_report import write_tuned_report
-
-        write_tuned_report(out_dir)
-    return summary
-
-
-def _copy_reused(plan: TunedPlan, actions: list, summary: dict) -> list:
-    """Write every 'reuse' action's copy and step again until only trials to run are left."""
-    while True:
-        reuse = [a for a in actions if a.kind == "reuse"]
-        if not reuse:
-            return actions
-        for a in reuse:
-            plan.put(a.sub, _copy(a))
-            plan.attempted.add(a.trial.id)
-            summary["reused"].append(a.trial.id)
-        actions = plan.step()
-
-
-def _loop(plan: TunedPlan, actions: list, out_dir: str, cpus_per_trial: int, summary: dict, progress: bool,
-          n_existing: int) -> None:
-    import ray
-    from tqdm import tqdm
-
-    from recbole_metammf.benchmark.ray_runner import _failed_record, _remote_functions
-
-    Tracker, trial_task = _remote_functions(cpus_per_trial)
-    tracker = Tracker.remote()
-    slots = max(1, int(ray.cluster_resources().get("CPU", 1)) // cpus_per_trial)
-    pending: dict = {}  # ref -> (action, fingerprint, parts), fingerprints taken at submission
-    bar = tqdm(total=max(plan.expected_trials() - n_existing, 0), desc="tuned trials", unit="trial",
-               disable=not progress, file=sys.stderr,
-               bar_format="{desc}: {n_fmt}/~{total_fmt} |{bar}| {postfix} [elapsed {elapsed}]")
-    try:
-        while True:
-            running = {a.trial.id for a, _, _ in pending.values()}
-            for a in [a for a in actions if a.kind == "run" and a.trial.id not in running][:slots - len(pending)]:
-                parts = a.trial.fingerprint_parts()
-                ref = trial_task.remote(a.trial, os.getcwd(), cpus_per_trial, tracker)
-                pending[ref] = (a, fingerprint_of_parts(parts), parts)
-                plan.attempted.add(a.trial.id)
-            if not pending:
-                return
-            ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
-            for ref in ready:
-                action, fingerprint, parts = pending.pop(ref)
-                try:
-                    record = ray.get(ref)
-                except Exception as exc:  # the worker died: recorded as failed, the others go on
-                    record = _failed_record(action.trial, f"{type(exc).__name__}: {exc}")
-                record = _finish(record, action, fingerprint, parts, cpus_per_trial)
-                plan.put(action.sub, record)
-                summary["ran"].append(action.trial.id)
-                if record["status"] != "ok":
-                    summary["failed"].append(action.trial.id)
-                    bar.write(f"FAILED {action.sub}/{action.trial.id}: {record.get('error', '')[:300]}")
-                bar.update(1)
-            if ready:
-                actions = _copy_reused(plan, plan.step(), summary)
-            bar.set_postfix_str(f"running {len(pending)}, failed {len(summary['failed'])}, "
-                                f"copied {len(summary['reused'])}")
-    except KeyboardInterrupt:
-        bar.write("Interrupted: finished trials are saved; run the same command again to resume.")
-        for ref in pending:
-            ray.cancel(ref, force=True)
-        raise
-    finally:
-        bar.close()

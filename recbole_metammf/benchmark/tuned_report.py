@@ -18,8 +18,8 @@ import os
 from collections import defaultdict
 
 from recbole_metammf.benchmark import store
-from recbole_metammf.benchmark.report import as_rows, produced_by, write_dataset_report
-from recbole_metammf.benchmark.tune import DEFAULTS, load_search
+from recbole_metammf.benchmark.report import as_rows, produced_by, write_dataset_report, write_report
+from recbole_metammf.benchmark.store import TUNE_DEFAULTS as DEFAULTS
 
 
 def chose_last_epoch(record: dict) -> bool:
@@ -174,8 +174,9 @@ def search_table(rows: list[str], search: list[dict], tune: dict) -> tuple[str, 
 
 def write_tuned_report(out_dir: str, focus: str | None = None) -> dict:
     """(Re)write every dataset's tuned leaderboard, search tables and plots; ``{dataset: summary}``."""
-    finals = as_rows(store.load_trials(out_dir))
-    search = load_search(out_dir)
+    damaged: list = []
+    finals = as_rows(store.load_trials(out_dir, damaged=damaged))
+    search = store.load_trials(out_dir, store.SEARCH, damaged=damaged)
     manifest = store.load_manifest(out_dir)
     spec = manifest.get("spec", {})
     tune = {**DEFAULTS, **(spec.get("tune") or {}), **(manifest.get("tune") or {})}
@@ -187,6 +188,7 @@ def write_tuned_report(out_dir: str, focus: str | None = None) -> dict:
     index += produced_by(manifest)
     if spec.get("note"):
         index += [spec["note"], ""]
+    index += store.report_damaged(damaged, out_dir)
     for dataset in datasets:
         f = [r for r in finals if r["dataset"] == dataset]
         s = [r for r in search if r["dataset"] == dataset]
@@ -219,6 +221,4 @@ def write_any_report(out_dir: str, focus: str | None = None) -> dict:
     """The tuned or the plain report, whichever ``out_dir`` holds."""
     if is_tuned(out_dir):
         return write_tuned_report(out_dir, focus)
-    from recbole_metammf.benchmark.report import write_report
-
     return write_report(out_dir, focus)

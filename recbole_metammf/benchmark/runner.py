@@ -1,4 +1,9 @@
-"""Run a benchmark's trials as Ray tasks, one result file per finished trial.
+"""Run a plan's trials as Ray tasks, one result file per finished trial: the one runner loop.
+
+A *planner* (:class:`.plan.PlainPlan`, or :class:`.tune.TunedPlan` for tuned mode) says which trials
+can start now (:class:`Action`); :func:`run` submits them, writes each trial's file the moment its task
+returns, asks the planner again, and so on until it has nothing left. Resume, fingerprints, the manifest,
+the progress bar and Ctrl-C are handled here once, for both modes.
 
 Locally Ray is started with every core of the machine and each trial asks for
 ``cpus_per_trial`` of them, so ``cores // cpus_per_trial`` trials run at once; inside
@@ -12,17 +17,24 @@ state (logger handlers, seeds) and the peak memory of a process is only the tria
 own if the process ran nothing else. The driver writes each trial's file the moment
 the task returns, so a run killed at any point (Ctrl-C, ``kill -9``, a lost node)
 keeps every finished trial and, run again, runs only the missing ones.
+
+A planner has: ``out_dir``; ``attempted`` (a set of trial ids run by this process); ``start()`` (the
+first actions; raises :class:`ChangedTrialError` for files of another configuration, code or data);
+``step()`` (the actions that can start now); ``put(sub, record)``; ``finish(action, record, fingerprint,
+parts, cpus_per_trial)`` (a worker's record as stored); ``copy(action)`` (a 'reuse' action's record);
+``manifest(previous, command, cpus_per_trial)``; ``resume_message()``; ``new_summary()``;
+``close(summary)``; ``progress`` (the bar's ``(total, description, approximate)``).
 """
 
 from __future__ import annotations
 
 import os
 import sys
-import time
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from recbole_metammf.benchmark import store
-from recbole_metammf.benchmark.spec import BenchmarkSpec, Trial
+from recbole_metammf.benchmark.fingerprint import Trial, fingerprint_of_parts
 from recbole_metammf.errors import UserError
 
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -32,41 +44,30 @@ class ChangedTrialError(UserError, RuntimeError):
     """A finished trial's file was produced under a different configuration than asked now."""
 
 
-def plan(spec: BenchmarkSpec, out_dir: str, force: bool = False, retry_failed: bool = True):
-    """Split the spec's trials into (to_run, finished) given the files in ``out_dir``."""
-    to_run, finished, changed = [], [], []
-    for trial in spec.trials():
-        record = store.load_trial(out_dir, trial.id)
-        reason = None if record is None else trial.stale_reason(record)
-        if record is None:
-            to_run.append(trial)
-        elif reason:
-            if force:
-                to_run.append(trial)
-            else:
-                changed.append(f"{trial.id} ({reason})")
-        elif record["status"] == "failed" and retry_failed:
-            to_run.append(trial)
-        else:
-            finished.append(trial)
-    if changed:
-        raise ChangedTrialError(
-            f"{out_dir} holds trials run under another configuration, code or data ({', '.join(changed)}); "
-            "use another --out, or --force to run them again and replace their files")
-    return to_run, finished
+@dataclass
+class Action:
+    """What a planner asks for: run ``trial`` (``kind='run'``), or copy ``source`` as its file (``'reuse'``)."""
+
+    kind: str                     # "run": submit the trial; "reuse": copy ``source`` as the trial's file
+    trial: Trial
+    sub: str = store.TRIALS       # store folder: "trials" or "search"
+    meta: dict = field(default_factory=dict)
+    priority: tuple = ()
+    source: dict | None = field(default=None, repr=False)
 
 
-def _ensure_datasets(spec: BenchmarkSpec) -> None:
+def ensure_datasets(trials) -> None:
     """Build the built-in dataset once in the driver, before parallel trials could race to build it."""
     from recbole_metammf.quick_start import BUILTIN_DATASET, ensure_builtin_dataset
 
-    for trial in spec.trials():
+    for trial in trials:
         if trial.dataset == BUILTIN_DATASET:
             ensure_builtin_dataset("BPR", trial.dataset, list(trial.config_files) or None, trial.config_dict)
             return
 
 
-def _failed_record(trial: Trial, error: str) -> dict:
+def failed_record(trial: Trial, error: str) -> dict:
+    """The record of a trial whose worker died before it could return one."""
     from recbole_metammf.benchmark.trial import trial_id
 
     return {"trial_id": trial_id(trial.model, trial.dataset, trial.seed), "model": trial.model,
@@ -145,48 +146,65 @@ def init_ray(ray_address=None, verbose: bool = False) -> bool:
     return True
 
 
-def run_benchmark(spec: BenchmarkSpec, out_dir: str, ray_address=None, cpus_per_trial: int = 1,
-                  force: bool = False, retry_failed: bool = True, verbose: bool = False,
-                  command: str | None = None, progress: bool = True, max_trials=None, report: bool = True) -> dict:
-    """Run every missing trial of ``spec`` into ``out_dir``; returns ``{'ran', 'skipped', 'failed'}`` ids.
+def run(planner, ray_address=None, cpus_per_trial: int = 1, verbose: bool = False, command: str | None = None,
+        progress: bool = True) -> dict:
+    """Run every trial ``planner`` asks for into its ``out_dir``; the planner's summary of ids.
 
-    ``max_trials`` stops submitting after that many (for trying a setup out).
-    The report is written at the end (``report=False`` to skip).
+    The folder must be writable (else one :class:`~.store.RunFolderError` line before anything runs) and not
+    held by another live driver (its lock, :func:`.store.acquire_lock`). A trial whose file cannot be written
+    (disk full, folder gone) is reported as failed (``summary['failed']`` and ``summary['unsaved']``), and the
+    next run runs it again.
     """
+    out_dir = planner.out_dir
+    store.check_writable(out_dir)  # one line before any trial runs, not a lost trial after its training
+    lock = store.acquire_lock(out_dir, command)
+    try:
+        return _run(planner, ray_address, cpus_per_trial, verbose, command, progress)
+    finally:
+        store.release_lock(out_dir, lock)
+
+
+def _run(planner, ray_address, cpus_per_trial, verbose, command, progress) -> dict:
     import ray
-    from tqdm import tqdm
 
-    out_dir = os.path.abspath(out_dir)
-    to_run, finished = plan(spec, out_dir, force=force, retry_failed=retry_failed)
-    if max_trials is not None:
-        to_run = to_run[:max_trials]
-    manifest = store.load_manifest(out_dir)
-    runs = manifest.get("runs", [])
-    runs.append({"command": command, "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                 "to_run": len(to_run), "skipped": len(finished)})
-    store.save_manifest(out_dir, {"command": command or manifest.get("command"),
-                                  "spec": store.merged_spec(manifest, spec.to_dict()),
-                                  "cpus_per_trial": cpus_per_trial, "runs": runs})
-    summary = {"ran": [], "skipped": [t.id for t in finished], "failed": []}
-    if finished:
-        print(f"{len(finished)} finished trial(s) in {out_dir} kept; {len(to_run)} to run.", file=sys.stderr)
-
-    if to_run:
-        _ensure_datasets(spec)
-        started_ray = init_ray(ray_address, verbose)
-        try:
-            _run_tasks(to_run, out_dir, cpus_per_trial, summary, progress)
-        finally:
-            if started_ray:
-                ray.shutdown()
-    if report:
-        from recbole_metammf.benchmark.report import write_report
-
-        write_report(out_dir)
+    out_dir = planner.out_dir
+    actions = planner.start()
+    manifest = planner.manifest(store.load_manifest(out_dir), command, cpus_per_trial)
+    store.save_manifest(out_dir, manifest)
+    summary = planner.new_summary()
+    message = planner.resume_message()
+    if message:
+        print(message, file=sys.stderr)
+    started_ray = False
+    try:
+        actions = _copy_reused(planner, actions, summary)
+        if actions:
+            ensure_datasets(a.trial for a in actions)
+            started_ray = init_ray(ray_address, verbose)
+            _loop(planner, actions, cpus_per_trial, summary, progress)
+    finally:
+        if started_ray:
+            ray.shutdown()
+    planner.close(summary)
     return summary
 
 
-def _run_tasks(to_run, out_dir, cpus_per_trial, summary, progress):
+def _copy_reused(planner, actions: list, summary: dict) -> list:
+    """Write every 'reuse' action's copy and step again until only trials to run are left."""
+    while True:
+        reuse = [a for a in actions if a.kind == "reuse"]
+        if not reuse:
+            return actions
+        for a in reuse:
+            planner.put(a.sub, planner.copy(a))
+            planner.attempted.add(a.trial.id)
+            summary["reused"].append(a.trial.id)
+        actions = planner.step()
+
+
+def _loop(planner, actions: list, cpus_per_trial: int, summary: dict, progress: bool) -> None:
+    """Submit what the plan allows (at most as many trials at once as the cluster has slots of
+    ``cpus_per_trial`` cores, in the plan's order), store each trial's file as its task returns, step again."""
     import ray
     from tqdm import tqdm
 
@@ -197,15 +215,12 @@ def _run_tasks(to_run, out_dir, cpus_per_trial, summary, progress):
 
     tracker = Tracker.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
         ray.get_runtime_context().get_node_id(), soft=False)).remote()
-    # fingerprints taken now, from the configs, code and data the trials start with (not from files
-    # edited meanwhile)
-    from recbole_metammf.benchmark.spec import fingerprint_of_parts
-
-    parts = {t.id: t.fingerprint_parts() for t in to_run}
-    fingerprints = {t.id: fingerprint_of_parts(parts[t.id]) for t in to_run}
-    pending = {trial_task.remote(t, os.getcwd(), cpus_per_trial, tracker): t for t in to_run}
-    bar = tqdm(total=len(to_run), desc="trials", unit="trial", disable=not progress, file=sys.stderr,
-               bar_format="{desc}: {n_fmt}/{total_fmt} |{bar}| {postfix} [elapsed {elapsed}]")
+    slots = max(1, int(ray.cluster_resources().get("CPU", 1)) // cpus_per_trial)
+    pending: dict = {}  # ref -> (action, fingerprint, parts): fingerprints taken at submission
+    total, desc, approximate = planner.progress
+    bar = tqdm(total=total, desc=desc, unit="trial", disable=not progress, file=sys.stderr,
+               bar_format="{desc}: {n_fmt}/" + ("~" if approximate else "") + "{total_fmt} |{bar}| {postfix} "
+                          "[elapsed {elapsed}]")
     n_failed = 0
     lost = {}  # trial id -> its lost attempts reported so far (issue 23)
 
@@ -221,43 +236,61 @@ def _run_tasks(to_run, out_dir, cpus_per_trial, summary, progress):
                           f"its worker or node{again}")
 
     try:
-        while pending:
+        while True:
+            running = {a.trial.id for a, _, _ in pending.values()}
+            for a in [a for a in actions if a.kind == "run" and a.trial.id not in running][:slots - len(pending)]:
+                # taken now, from the configs, code and data the trial starts with (not from files edited later)
+                parts = a.trial.fingerprint_parts()
+                ref = trial_task.remote(a.trial, os.getcwd(), cpus_per_trial, tracker)
+                pending[ref] = (a, fingerprint_of_parts(parts), parts)
+                planner.attempted.add(a.trial.id)
+            if not pending:
+                return
             ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
             for ref in ready:
-                trial = pending.pop(ref)
+                action, fingerprint, parts = pending.pop(ref)
                 all_lost = False
                 try:
                     record = ray.get(ref)
                 except Exception as exc:  # the worker died (OOM, segfault, lost node): recorded, others go on
-                    record = _failed_record(trial, f"{type(exc).__name__}: {exc}")
+                    record = failed_record(action.trial, f"{type(exc).__name__}: {exc}")
                     all_lost = True
                 try:  # lost attempts the loop's poll has not seen yet
-                    attempts = ray.get(tracker.status.remote(), timeout=5)[1].get(trial.id, [])
-                    report_lost(trial.id, attempts, last_lost=all_lost)
+                    attempts = ray.get(tracker.status.remote(), timeout=5)[1].get(action.trial.id, [])
+                    report_lost(action.trial.id, attempts, last_lost=all_lost)
                 except Exception:
                     pass
-                if lost.get(trial.id):
-                    record["lost_attempts"] = lost[trial.id]
-                record["trial_id"] = trial.id  # a named entry's id carries its row name, not the model's
-                if trial.name:
-                    record["row"] = trial.name
-                record["fingerprint"] = fingerprints[trial.id]
-                record["fingerprint_parts"] = parts[trial.id]
-                record["cpus_per_trial"] = cpus_per_trial
-                store.save_trial(out_dir, record)
-                summary["ran"].append(trial.id)
+                if lost.get(action.trial.id):
+                    record["lost_attempts"] = lost[action.trial.id]
+                record = planner.finish(action, record, fingerprint, parts, cpus_per_trial)
+                try:
+                    planner.put(action.sub, record)
+                except OSError as exc:  # its result is lost: say so, and record it as failed where we still can
+                    record = planner.finish(action, failed_record(
+                        action.trial, f"its trial file could not be written ({exc}); the next run runs it again"),
+                        fingerprint, parts, cpus_per_trial)
+                    summary.setdefault("unsaved", []).append(action.trial.id)
+                    try:
+                        planner.put(action.sub, record)
+                    except OSError:
+                        pass
+                summary["ran"].append(action.trial.id)
                 if record["status"] != "ok":
                     n_failed += 1
-                    summary["failed"].append(trial.id)
-                    bar.write(f"FAILED {trial.id}: {record.get('error', '')[:300]}")
+                    summary["failed"].append(action.trial.id)
+                    where = "" if action.sub == store.TRIALS else f"{action.sub}/"
+                    bar.write(f"FAILED {where}{action.trial.id}: {record.get('error', '')[:300]}")
                 bar.update(1)
+            if ready:
+                actions = _copy_reused(planner, planner.step(), summary)
             try:
-                running, retried = ray.get(tracker.status.remote(), timeout=5)
+                n_running, retried = ray.get(tracker.status.remote(), timeout=5)
                 for trial_id, attempts in retried.items():
                     report_lost(trial_id, attempts)
             except Exception:
-                running = "?"
-            bar.set_postfix_str(f"done {bar.n - n_failed}, running {running}, failed {n_failed}")
+                n_running = "?"
+            copied = f", copied {len(summary['reused'])}" if summary.get("reused") else ""
+            bar.set_postfix_str(f"done {bar.n - n_failed}, running {n_running}, failed {n_failed}{copied}")
     except KeyboardInterrupt:
         bar.write("Interrupted: finished trials are saved; run the same command again to resume.")
         for ref in pending:
