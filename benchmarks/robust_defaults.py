@@ -103,6 +103,60 @@ def stage_table(folder: str) -> list[str]:
     return lines
 
 
+# runs at the defaults that ship (folder, row): the "no dip" table
+SHIPPED = [("bpr-check-mf", "MetaMMF_MF-lr5"), ("tiktok-gcn", "MetaMMF_GCN"), ("gcn-scale", "MetaMMF_GCN-rms")]
+
+
+def dip_table() -> list[str]:
+    """Validation score at epoch 0 and 3 of every run at the shipped defaults."""
+    lines = ["## No dip? Validation at epoch 0 and 3, at the shipped defaults", "",
+             "| model | dataset | seed | valid metric | epoch 0 | epoch 3 | epoch 3 above epoch 0 | folder |",
+             "|---|---|---|---|---|---|---|---|"]
+    for folder, row in SHIPPED:
+        for (d, r, seed), t in sorted(trials(os.path.join(ROOT, folder)).items()):
+            if r != row:
+                continue
+            v0, v3 = curve_at(t, 0), curve_at(t, 3)
+            ok = "—" if v0 is None or v3 is None else ("yes" if v3 > v0 else "**no**")
+            fmt = lambda v: "—" if v is None else f"{v:.4f}"  # noqa: E731
+            lines.append(f"| {t['model']} | {d} | {seed} | {t['valid_metric']} | {fmt(v0)} | {fmt(v3)} | {ok} | "
+                         f"`{folder}` |")
+    return lines + [""]
+
+
+def reference_table() -> list[str]:
+    """MetaMMF_GCN at the shipped defaults (tiktok-gcn) against the reference settings (tiktok-reference):
+    validation Recall@20, from the trial files, or from the workers' logs of runs not finished
+    (``tiktok-reference/partial/*.log``, RecBole's own epoch lines)."""
+    import re
+
+    ours = [t for (_, r, _), t in trials(os.path.join(ROOT, "tiktok-gcn")).items() if r == "MetaMMF_GCN"]
+    if not ours:
+        return []
+    lines = ["## MetaMMF_GCN's defaults against the reference settings on TikTok (validation Recall@20)", "",
+             "| run | seed | epochs | best valid (epoch) | training s per epoch (shared machine) |", "|---|---|---|---|---|"]
+    for t in sorted(ours, key=lambda t: t["seed"]):
+        lines.append(f"| shipped defaults | {t['seed']} | {t['epochs_run']} | {t['best_valid_score']:.4f} "
+                     f"({t['best_epoch']}) | {epoch_seconds(t):.1f} |")
+    refs = trials(os.path.join(ROOT, "tiktok-reference"))
+    for (_, _, seed), t in sorted(refs.items()):
+        lines.append(f"| reference settings | {seed} | {t['epochs_run']} | {t['best_valid_score']:.4f} "
+                     f"({t['best_epoch']}) | {epoch_seconds(t):.1f} |")
+    for path in sorted(glob.glob(os.path.join(ROOT, "tiktok-reference", "partial", "*.log"))):
+        with open(path) as f:
+            text = f.read()
+        scores = [(int(e), float(v)) for e, v in re.findall(r"epoch (\d+) evaluating \[.*?valid_score: ([0-9.]+)", text)]
+        times = [float(x) for x in re.findall(r"epoch \d+ training \[time: ([0-9.]+)s", text)]
+        seed = re.search(r"seed(\d+)", os.path.basename(path))
+        if scores:
+            e, v = max(scores, key=lambda p: (p[1], -p[0]))
+            lines.append(f"| reference settings, **unfinished** (log) | {seed.group(1) if seed else '?'} | "
+                         f"{len(scores)} of 20 | {v:.4f} ({e}) | {statistics.mean(times):.1f} |")
+    mean = statistics.mean(t["best_valid_score"] for t in ours)
+    lines += ["", f"Shipped defaults, mean over {len(ours)} seeds: {mean:.4f}.", ""]
+    return lines
+
+
 def check_table() -> list[str]:
     """MetaMMF_MF against BPR under the short budget (bpr-check + bpr-check-mf): test NDCG@10."""
     runs = {}
@@ -150,7 +204,9 @@ def report() -> str:
             lines += [" ".join(h for h in head if h and not h.startswith("  python")), "",
                       f"`python run_benchmark.py --file benchmarks/robust/{name}.yaml --out benchmarks/robust/{name}`", ""]
         lines += stage_table(folder)
+    lines += reference_table()
     lines += check_table()
+    lines += dip_table()
     text = "\n".join(lines) + "\n"
     with open(PAGE, "w") as f:
         f.write(text)
