@@ -209,6 +209,18 @@ def cold_ranking_references(dataset, train, ranking, clusters, k: int = 10, draw
     return float(np.mean(chance)), float(np.mean(oracle))
 
 
+def printed_results(stdout: str, model: str, dataset: str) -> dict:
+    """The ``key: value`` table that ``run_recbole.py`` prints under "Test results of MODEL on DATASET"."""
+    lines = stdout.splitlines()
+    out = {}
+    for line in lines[lines.index(f"Test results of {model} on {dataset}") + 1:]:
+        key, _, value = line.strip().partition(": ")
+        if not value:
+            break
+        out[key] = float(value)
+    return out
+
+
 def planted_config(root: Path, name: str = "planted", **extra) -> dict:
     """A config dict for the planted dataset: quick, quiet and deterministic."""
     item_cols = ["item_id", "visual", "audio", "tags"]

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import printed_results
 from dataset_converters.cli import main
 from dataset_converters.ml100k import build_ml100k, title_tokens, year_vector
 from dataset_converters.mmgcn import convert_mmgcn
@@ -498,14 +499,7 @@ def test_end_to_end_run_recbole_on_converted_sample(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     # the printed table: every metric of the plugin's protocol at the YAML's cut-offs, with the values of
     # the saved (best) model evaluated again on the converted test split
-    lines = proc.stdout.splitlines()
-    start = lines.index("Test results of MetaMMF_GCN on tiktok-t") + 1
-    printed = {}
-    for line in lines[start:]:
-        key, _, value = line.strip().partition(": ")
-        if not value:
-            break
-        printed[key] = float(value)
+    printed = printed_results(proc.stdout, "MetaMMF_GCN", "tiktok-t")
     assert {k for k in printed if not k.startswith("cold")} == {
         f"{m}@{k}" for m in ("recall", "ndcg", "precision", "hit", "hr") for k in (10, 20)
     }

@@ -19,7 +19,7 @@ import time
 import pytest
 import torch
 
-from conftest import REPO, planted_config, write_planted_dataset
+from conftest import REPO, planted_config, printed_results, write_planted_dataset
 from recbole_metammf.quick_start import run
 
 HOOK = REPO / "tests" / "ddp_hook"  # sitecustomize: every rank saves its parameters at the end of fit
@@ -131,17 +131,6 @@ def kill_group(proc):
         pass
 
 
-def printed_results(stdout: str) -> dict:
-    lines = stdout.splitlines()
-    start = lines.index("Test results of MetaMMF_GCN on planted") + 1
-    out = {}
-    for line in lines[start:]:
-        key, _, value = line.strip().partition(": ")
-        if not value:
-            break
-        out[key] = float(value)
-    return out
-
 
 @pytest.fixture
 def planted_on_disk(tmp_path):
@@ -168,7 +157,7 @@ def test_two_nodes_train_like_one_process(planted_on_disk, tmp_path):
     for proc, (out, err) in zip(procs, outs):
         assert proc.returncode == 0, err[-3000:]
     assert_ranks_hold_the_same_parameters(params)
-    two = printed_results(outs[0][0])
+    two = printed_results(outs[0][0], "MetaMMF_GCN", "planted")
     for metric in ("ndcg@10", "recall@20"):
         assert abs(single[metric] - two[metric]) <= TOLERANCE, (metric, single, two)
     assert two["ndcg@10"] > 2 * pop_ndcg(root, "planted"), two

@@ -265,12 +265,19 @@ class MetaFusionNetwork(nn.Module):
         self.output_scale = ContentScale(content_scale, out_dim, scale)
 
     @classmethod
-    def from_config(cls, config, in_dim: int, scale: float = 1.0) -> "MetaFusionNetwork":
-        """The fusion network a MetaMMF model's config describes (its YAML keys); ``scale``: the
-        content's initial RMS under ``content_scale`` (the model's ID part's)."""
+    def from_config(cls, config, in_dim: int, id_table: torch.Tensor | None = None,
+                    content=None) -> "MetaFusionNetwork":
+        """The fusion network a MetaMMF model's config describes (its YAML keys).
+
+        ``id_table``: the model's initialised item ID table, whose RMS (real items, padding row 0
+        excluded) the content starts at under ``content_scale``, so the two halves of ``[e^m ; e^c]``
+        start comparable. ``content``: a callable giving the fusion's input for all items, called
+        only when ``content_scale: gate`` needs it to calibrate its factor.
+        """
         # a checkpoint saved before the key existed has none in its config: it was trained unscaled
         content_scale = (config["content_scale"] if "content_scale" in config else None) or "none"
-        return cls(
+        scale = 1.0 if id_table is None else float(id_table.detach()[1:].pow(2).mean().sqrt())
+        net = cls(
             content_scale=str(content_scale).lower(),
             scale=scale,
             in_dim=in_dim,
@@ -282,6 +289,9 @@ class MetaFusionNetwork(nn.Module):
             rank=config["cp_rank"],
             negative_slope=config["negative_slope"],
         )
+        if content is not None and net.output_scale.mode == "gate":
+            net.calibrate(content())
+        return net
 
     # Fast path (default): the meta extractor's first linear layer and the first fusion layer's
     # input products (x·M, x·A) read the same input, so they run as ONE matmul with the weights

@@ -74,12 +74,6 @@ class MultimodalRecommender(GeneralRecommender):
         self.restore_item_e = None
         self.other_parameter_name = ["restore_user_e", "restore_item_e"]
 
-    def content_scale_target(self, id_table: torch.Tensor) -> float:
-        """The RMS an item's fused content starts at under ``content_scale``: its ID part's, read off the
-        initialised ID table (real items, padding excluded), so the two halves of ``[e^m ; e^c]`` start
-        comparable whatever the modalities' widths and count (layers.fusion.ContentScale)."""
-        return float(id_table.detach()[1:].pow(2).mean().sqrt())
-
     # --- to implement -------------------------------------------------------
     def compute_all(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Final representations: users [n_users, d], items [n_items, d]."""

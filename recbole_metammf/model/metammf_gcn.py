@@ -62,9 +62,8 @@ class MetaMMF_GCN(MultimodalRecommender):
         self.apply(xavier_normal_initialization)
         for conv in self.convs:  # the reference's PyG SAGEConv keeps torch's Linear init
             conv.reset_parameters()
-        self.fusion = MetaFusionNetwork.from_config(
-            config, self.modalities.output_dim, scale=self.content_scale_target(self.item_id_embedding.weight))
-        self.fusion.calibrate(self.modalities.per_modality())  # content_scale: gate
+        self.fusion = MetaFusionNetwork.from_config(  # content at the ID part's scale (content_scale)
+            config, self.modalities.output_dim, self.item_id_embedding.weight, self.modalities.per_modality)
 
         # the graph, built once
         adj = bipartite_adjacency(dataset)

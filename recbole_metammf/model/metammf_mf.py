@@ -35,9 +35,8 @@ class MetaMMF_MF(MultimodalRecommender):
         self.user_embedding = nn.Embedding(self.n_users, self.embedding_size)
         self.item_id_embedding = nn.Embedding(self.n_items, config["id_embedding_size"])
         self.apply(xavier_normal_initialization)  # embeddings; the fusion layers keep their own init
-        self.fusion = MetaFusionNetwork.from_config(
-            config, self.modalities.output_dim, scale=self.content_scale_target(self.item_id_embedding.weight))
-        self.fusion.calibrate(self.modalities.per_modality())  # content_scale: gate
+        self.fusion = MetaFusionNetwork.from_config(  # content at the ID part's scale (content_scale)
+            config, self.modalities.output_dim, self.item_id_embedding.weight, self.modalities.per_modality)
 
     # Fast path (default): with dense modalities only, a batch's content is ONE gather of rows from the
     # concatenation of all items' modalities (built once, see MetaFusionNetwork.grouped) instead of a
