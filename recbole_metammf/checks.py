@@ -158,13 +158,15 @@ def check_keys(where: dict, model_class=None) -> None:
 
 
 def _choices() -> dict:
-    from recbole_metammf.layers.fusion import FORMS
+    from recbole_metammf.layers.fusion import CONTENT_SCALES, FORMS
     from recbole_metammf.modalities import MISSING_POLICIES
+    from recbole_metammf.model.base import CONTENT_REG_SCOPES
     from recbole_metammf.model.grcn import EDGE_WEIGHT_MODES
     from recbole_metammf.model.metammf_gcn import PROPAGATIONS
 
     return {"fusion_form": FORMS, "propagation": PROPAGATIONS, "edge_weight_mode": EDGE_WEIGHT_MODES,
-            "missing_item_features": MISSING_POLICIES}
+            "missing_item_features": MISSING_POLICIES, "content_scale": CONTENT_SCALES,
+            "content_reg_scope": CONTENT_REG_SCOPES}
 
 
 def check_values(config, where: dict) -> None:
