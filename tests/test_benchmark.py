@@ -495,3 +495,20 @@ def _fake_board(out) -> list[dict]:
     for r in records:
         store.save_trial(str(out), r)
     return records
+
+
+def test_local_ray_gives_the_dashboard_agent_time_to_register_unless_the_user_set_it(monkeypatch):
+    """A raylet whose agent has not registered in 30 s (Ray's default) dies with every trial on it;
+    init_ray() lets a local Ray wait 5 minutes, and keeps a value the user set."""
+    import ray
+
+    from recbole_metammf.benchmark import runner
+
+    seen = []
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kw: seen.append(os.environ.get("RAY_agent_register_timeout_ms")))
+    monkeypatch.delenv("RAY_agent_register_timeout_ms", raising=False)
+    assert runner.init_ray() is True
+    monkeypatch.setenv("RAY_agent_register_timeout_ms", "1234")
+    runner.init_ray()
+    assert seen == ["300000", "1234"]

@@ -140,6 +140,9 @@ def init_ray(ray_address=None, verbose: bool = False) -> bool:
         paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
         if _PACKAGE_ROOT not in paths:
             os.environ["PYTHONPATH"] = os.pathsep.join([_PACKAGE_ROOT, *paths])
+        # Ray's raylet gives its dashboard agent 30 s to register and dies if it has not: on a
+        # loaded machine that lost whole trials (LocalRayletDiedError). A user's own value wins.
+        os.environ.setdefault("RAY_agent_register_timeout_ms", "300000")
         # address="local": always a fresh local instance, never a Ray cluster some other
         # process happens to be running on this machine
         ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=verbose)
