@@ -83,6 +83,12 @@ CASES = {
     "kwai/LightGCN": ("LightGCN", "kwai", {}),
     "kwai/MetaMMF_GCN": ("MetaMMF_GCN", "kwai", {}),
     "kwai/MetaMMF_GCN-ref": ("MetaMMF_GCN", "kwai", {"meta_hidden_size": None}),
+    # issue 25: the real TikTok subset (shape "diffmm": dataset/tiktok-diffmm as converted, every key the model's
+    # YAML, no COMMON overrides): the shipped defaults, the defaults before issue 25, the reference settings
+    "diffmm/MetaMMF_GCN": ("MetaMMF_GCN", "diffmm", {}),
+    "diffmm/MetaMMF_GCN-before": ("MetaMMF_GCN", "diffmm", {"content_scale": "none"}),
+    "diffmm/MetaMMF_GCN-reference": ("MetaMMF_GCN", "diffmm",
+                                     {"_config_files": ["properties/reference/MetaMMF-ref-movielens.yaml"]}),
 }
 # the allocator A/B: the same cases with glibc's own malloc settings (METAMMF_MALLOC=default, allocator.py)
 GLIBC = ["mid/LightGCN", "mid/GRCN", "mid/MetaMMF_GCN", "tiktok/LightGCN", "tiktok/MetaMMF_GCN"]
@@ -101,7 +107,10 @@ GROUPS = {
     "kwai-ref": (["kwai/LightGCN", "kwai/MetaMMF_GCN-ref"], 0, 1),  # reference widths: a 2,048 x 2,048 extractor
     "mid-malloc": ([k for key in GLIBC[:3] for k in (key, f"{key}-glibc")], 1, 3),
     "tiktok-malloc": ([k for key in GLIBC[3:] for k in (key, f"{key}-glibc")], 0, 3),
+    "diffmm-reference": (["diffmm/MetaMMF_GCN", "diffmm/MetaMMF_GCN-before", "diffmm/MetaMMF_GCN-reference"], 1, 3),
 }
+# shapes read from the user's converted datasets (REPO/dataset), not generated: shape -> dataset name
+REAL = {"diffmm": "tiktok-diffmm"}
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -271,10 +280,11 @@ def build(key: str, data: str, work: str, threads: int):
         MetaMMF_MF.gather_from_table = MetaMMF_MF.dedup_items = GRCN.stack_modalities = GRCN.gather_blocks = False
         MetaFusionNetwork.grouped = lambda self, x: group_blocks_plain(x)
     t_start = time.perf_counter()
+    config_files = [str(REPO / f) for f in extra.pop("_config_files", [])]
+    shape_keys = {} if shape in REAL else {**COMMON, "train_batch_size": BATCH[shape]}  # real data: the YAMLs
     cfg = {
-        **COMMON,
-        "train_batch_size": BATCH[shape],
-        "data_path": data,
+        **shape_keys,
+        "data_path": str(REPO / "dataset") if shape in REAL else data,
         "checkpoint_dir": os.path.join(work, "saved"),
         "save_dataset": False,
         "show_progress": False,
@@ -283,7 +293,12 @@ def build(key: str, data: str, work: str, threads: int):
         "reproducibility": False,
         **extra,
     }
-    config = Config(model=model_name, dataset=f"scale-{shape}", config_dict=cfg)
+    dataset_name = REAL.get(shape, f"scale-{shape}")
+    if shape in REAL and not os.path.isfile(os.path.join(cfg["data_path"], dataset_name, f"{dataset_name}.inter")):
+        sys.exit(f"bench_scale: {cfg['data_path']}/{dataset_name} is missing: convert it first "
+                 f"(python -m dataset_converters diffmm --src ../shared/data/tiktok-diffmm --out dataset "
+                 f"--name tiktok-diffmm)")
+    config = Config(model=model_name, dataset=dataset_name, config_file_list=config_files or None, config_dict=cfg)
     init_seed(config["seed"], config["reproducibility"])
     torch.set_num_threads(threads)  # init_seed may not touch it; be sure
     dataset = create_dataset(config)
@@ -671,6 +686,13 @@ def report(path: Path) -> str:
         f"{cell('kwai-ref', 'kwai/MetaMMF_GCN-ref', 'kwai/LightGCN')} | report | |",
         f"| Kwai shape, MetaMMF_GCN / LightGCN epoch, defaults (`meta_hidden_size: 64`) | "
         f"{cell('kwai', 'kwai/MetaMMF_GCN', 'kwai/LightGCN')} | <= 5 | {mark(kw_64, 5)} |",
+        f"| issue 25: MetaMMF_GCN's shipped defaults / its defaults before issue 25 (`content_scale: none`), the real "
+        f"TikTok subset (`dataset/tiktok-diffmm`, every key the YAML's) | "
+        f"{cell('diffmm-reference', 'diffmm/MetaMMF_GCN', 'diffmm/MetaMMF_GCN-before')} | <= 5 | "
+        f"{mark(ratio('diffmm-reference', 'diffmm/MetaMMF_GCN', 'diffmm/MetaMMF_GCN-before'), 5)} |",
+        f"| same run, the reference settings (`properties/reference/MetaMMF-ref-movielens.yaml`) / the defaults "
+        f"before issue 25 | {cell('diffmm-reference', 'diffmm/MetaMMF_GCN-reference', 'diffmm/MetaMMF_GCN-before')} "
+        f"| report | |",
         "",
         "## Every case",
         "",

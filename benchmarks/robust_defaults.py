@@ -104,7 +104,8 @@ def stage_table(folder: str) -> list[str]:
 
 
 # runs at the defaults that ship (folder, row): the "no dip" table
-SHIPPED = [("bpr-check-mf", "MetaMMF_MF-lr5"), ("tiktok-gcn", "MetaMMF_GCN"), ("gcn-scale", "MetaMMF_GCN-rms")]
+SHIPPED = [("bpr-check-mf", "MetaMMF_MF-lr5"), ("microlens-check", "MetaMMF_MF"), ("tiktok-gcn", "MetaMMF_GCN"),
+           ("gcn-scale", "MetaMMF_GCN-rms"), ("microlens-check", "MetaMMF_GCN")]
 
 
 def dip_table() -> list[str]:
@@ -166,6 +167,10 @@ def check_table() -> list[str]:
     runs = {}
     for name in ("bpr-check", "bpr-check-mf"):
         runs.update(trials(os.path.join(ROOT, name)))
+    # MicroLens-50k's rows ran in one folder at the shipped defaults: its MetaMMF_MF is the 5e-3 row
+    rename = {"MetaMMF_MF": "MetaMMF_MF-lr5", "BPR": "BPR"}
+    runs.update({(d, rename[r], s): t for (d, r, s), t in trials(os.path.join(ROOT, "microlens-check")).items()
+                 if r in rename})
     if not runs:
         return []
     datasets = list(dict.fromkeys(d for d, _, _ in sorted(runs)))
