@@ -33,7 +33,8 @@ and ``h``: over the batch's positive items and over its users.
 projection, purifier gate, kNN graph and preference gate; the attention is a softmax over the
 modalities present and the side representation averages the ``M`` specific parts and the
 common part, ``/ (M + 1)`` (the reference's ``/ 3`` for two). With one modality the common part
-is that modality's view and its specific part is zero. A token modality's content is its
+is that modality's view and its specific part is zero, so ``side`` is half that view (and the model has
+no attention or preference gate). A token modality's content is its
 learned mean-pooled token embedding, and its kNN graph is built on its bag of tokens
 (multi-hot cosine, ``layers/knn.py``).
 
@@ -93,8 +94,9 @@ class MGCN(MultimodalRecommender):
         self.content = TunableContent(self.modalities, config["finetune_features"])
         self.projections = nn.ModuleList(nn.Linear(spec.dim, d) for spec in self.modalities.specs)
         self.purifier_gates = nn.ModuleList(nn.Linear(d, d) for _ in range(n_mod))
-        self.preference_gates = nn.ModuleList(nn.Linear(d, d) for _ in range(n_mod))
-        self.query = nn.Sequential(nn.Linear(d, d), nn.Tanh(), nn.Linear(d, 1, bias=False))
+        # the fuser's attention and preference gates (with one modality they would have no effect: none)
+        self.preference_gates = nn.ModuleList(nn.Linear(d, d) for _ in range(n_mod if n_mod > 1 else 0))
+        self.query = nn.Sequential(nn.Linear(d, d), nn.Tanh(), nn.Linear(d, 1, bias=False)) if n_mod > 1 else None
 
         # graphs, built once: the user-item graph, its user-item block, each modality's kNN graph
         norm_adj = normalise(bipartite_adjacency(dataset), "sym")
@@ -121,6 +123,8 @@ class MGCN(MultimodalRecommender):
 
     def fuse(self, h: torch.Tensor, modal: list[torch.Tensor]) -> torch.Tensor:
         """The side representation [U+I, d] from the behaviour view and the modality views."""
+        if len(modal) == 1:  # the common part is the one view, its specific part zero
+            return modal[0] / 2
         weights = torch.softmax(torch.cat([self.query(e) for e in modal], dim=-1), dim=-1)  # [U+I, M]
         common = sum(weights[:, m : m + 1] * e for m, e in enumerate(modal))
         specific = sum(torch.sigmoid(gate(h)) * (e - common) for gate, e in zip(self.preference_gates, modal))
