@@ -304,6 +304,21 @@ def test_lgmrec_cf_model_is_checked_before_the_run(toy):
         preflight("LGMRec", "toy", config_dict=cfg)
 
 
+def test_bounded_logsumexp_equals_autograd_values_and_gradients():
+    from recbole_metammf.layers.contrast import bounded_logsumexp
+
+    torch.manual_seed(0)
+    a = torch.nn.functional.normalize(torch.randn(7, 5, dtype=torch.float64), dim=1).requires_grad_()
+    c = torch.nn.functional.normalize(torch.randn(11, 5, dtype=torch.float64), dim=1).requires_grad_()
+    got, want = bounded_logsumexp(a, c, 5.0), torch.logsumexp(a @ c.t() * 5.0, dim=1)
+    assert torch.allclose(got, want, atol=1e-12)
+    w = torch.randn(7, dtype=torch.float64)
+    g_got = torch.autograd.grad((got * w).sum(), [a, c])
+    g_want = torch.autograd.grad((want * w).sum(), [a, c])
+    assert all(torch.allclose(x, y, atol=1e-12) for x, y in zip(g_got, g_want))
+    assert torch.autograd.gradcheck(lambda a, c: bounded_logsumexp(a, c, 5.0), (a, c))
+
+
 # --- every model: terms, gradients, modalities ------------------------------------------------------
 TERMS = {
     "BM3": lambda m: {"ui", "iu", "reg", *(f"cross_{i}" for i in range(m)), *(f"intra_{i}" for i in range(m))},

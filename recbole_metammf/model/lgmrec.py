@@ -67,6 +67,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from recbole_metammf.layers.content import TunableContent
+from recbole_metammf.layers.contrast import bounded_logsumexp
 from recbole_metammf.layers.graph import SparseGraph, bipartite_adjacency, lightgcn_propagate, mask_dropout, normalise
 from recbole_metammf.model.base import MultimodalRecommender
 
@@ -77,7 +78,7 @@ def hyper_contrast(anchor: torch.Tensor, positive: torch.Tensor, candidates: tor
     """``sum_r -log softmax_j(cos(anchor_r, candidates_j) / tau)`` at ``cos(anchor_r, positive_r)``."""
     anchor, positive, candidates = F.normalize(anchor, dim=1), F.normalize(positive, dim=1), F.normalize(candidates, dim=1)
     pos = (anchor * positive).sum(-1) / tau  # [n]
-    return (torch.logsumexp(anchor @ candidates.t() / tau, dim=1) - pos).sum()
+    return (bounded_logsumexp(anchor, candidates, 1.0 / tau) - pos).sum()
 
 
 class LGMRec(MultimodalRecommender):

@@ -60,6 +60,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from recbole_metammf.layers.content import TunableContent
+from recbole_metammf.layers.contrast import bounded_logsumexp
 from recbole_metammf.layers.graph import SparseGraph, bipartite_adjacency, knn_graph, lightgcn_propagate, normalise
 from recbole_metammf.layers.knn import raw_modalities
 from recbole_metammf.model.base import MultimodalRecommender
@@ -68,8 +69,8 @@ from recbole_metammf.model.base import MultimodalRecommender
 def info_nce(view1: torch.Tensor, view2: torch.Tensor, temperature: float) -> torch.Tensor:
     """Mean over rows of ``-log softmax_j(cos(v1_r, v2_j) / t)[r]`` (in-batch negatives)."""
     view1, view2 = F.normalize(view1, dim=1), F.normalize(view2, dim=1)
-    logits = view1 @ view2.t() / temperature  # [n, n]
-    return (torch.logsumexp(logits, dim=1) - logits.diagonal()).mean()
+    pos = (view1 * view2).sum(-1) / temperature  # [n]
+    return (bounded_logsumexp(view1, view2, 1.0 / temperature) - pos).mean()
 
 
 class MGCN(MultimodalRecommender):
