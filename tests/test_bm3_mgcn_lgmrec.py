@@ -14,7 +14,18 @@ import pytest
 import torch
 from recbole.data.interaction import Interaction
 
-from conftest import REPO, build_model, planted_config, write_planted_dataset
+from conftest import (
+    REPO,
+    assert_learns_what_features_decide,
+    build_model,
+    cold_ranking,
+    cold_ranking_ndcg,
+    cold_ranking_references,
+    fit_model,
+    planted_config,
+    planted_item_clusters,
+    write_planted_dataset,
+)
 from recbole_metammf.errors import ConfigError, DataError
 
 MODELS = ["BM3", "MGCN", "LGMRec"]
@@ -396,7 +407,7 @@ def pop_ndcg(planted_roots):
 def test_trains_far_above_pop_on_the_planted_data(planted_roots, pop_ndcg, model, lr):
     """Popularity is flat within a planted cluster: Pop cannot know a user's taste, a model that learns does."""
     result = fit_and_test(model, planted_roots[3], epochs=8, learning_rate=lr)
-    assert result["ndcg@10"] > 2 * pop_ndcg, (result, pop_ndcg)
+    assert result["ndcg@10"] > 4 * pop_ndcg, (result, pop_ndcg)  # measured: 7x to 9x
 
 
 # --- the command line --------------------------------------------------------------------------------
@@ -426,3 +437,25 @@ def test_cli_no_modality_is_one_line(tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     errors = [l for l in proc.stderr.splitlines() if l.startswith("error: ")]
     assert errors == [errors[-1]] and "has no item modality" in errors[-1]
+
+
+def test_mgcn_ranks_items_never_seen_in_training_by_their_content(cold_planted):
+    """A cold item's MGCN representation reads its kNN neighbours' purified embeddings: it closes half the
+    gap between chance and the cluster oracle (BM3 cannot: its score has no content path, see its docstring)."""
+    assert_learns_what_features_decide("MGCN", cold_planted, epochs=5, learning_rate=0.005)
+
+
+def test_lgmrec_ranks_items_never_seen_in_training_by_their_content(cold_planted):
+    """LGMRec reaches a cold item only through its hyperedge memberships (its graph embeddings of an item
+    without edges are zero): weaker than MGCN's path, so a weaker bar than half the gap (measured: cold
+    NDCG@10 .205, chance .076, cluster oracle .623, the same model on shuffled features .048; with 64
+    hyperedges .191), but twice chance and twice the shuffled control."""
+    ndcg = {}
+    for content, root in cold_planted.items():
+        net, dataset, train, valid, test = fit_model("LGMRec", root, cold_item_id="zero", epochs=5,
+                                                     learning_rate=0.005)
+        ranking = cold_ranking(dataset, train, valid, test)
+        ndcg[content] = cold_ranking_ndcg(net, ranking)
+        if content == "planted":
+            chance, _ = cold_ranking_references(dataset, train, ranking, planted_item_clusters())
+    assert ndcg["planted"] >= 2 * chance and ndcg["planted"] >= 2 * ndcg["shuffled"], (ndcg, chance)
