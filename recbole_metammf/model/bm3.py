@@ -54,6 +54,7 @@ ignored. Evaluation is RecBole's full ranking, as for every model.
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from recbole.utils import InputType
 
 from recbole_metammf.layers.content import TunableContent
 from recbole_metammf.layers.graph import SparseGraph, bipartite_adjacency, lightgcn_propagate, mask_dropout, normalise
@@ -66,6 +67,8 @@ def cosine_loss(online: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 class BM3(MultimodalRecommender):
+    input_type = InputType.PAIRWISE  # as RecBole's MultiVAE: without negative sampling, batches of observed pairs
+
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
 
@@ -94,7 +97,8 @@ class BM3(MultimodalRecommender):
         """The online representations before the predictor: users [U, d], items [I, d]."""
         item_ids = self.cold_id_table(self.item_embedding.weight)  # [I, d]; cold items: see cold_item_id
         ego = torch.cat([self.user_embedding.weight, item_ids], dim=0)  # [U+I, d]
-        user_g, item_g = torch.split(lightgcn_propagate(ego, self.norm_adj, self.n_layers), [self.n_users, self.n_items])
+        out = lightgcn_propagate(ego, self.norm_adj, self.n_layers)  # [U+I, d]
+        user_g, item_g = torch.split(out, [self.n_users, self.n_items])
         return user_g, item_g + item_ids
 
     def compute_all(self):

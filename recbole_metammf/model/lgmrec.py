@@ -76,7 +76,7 @@ CF_MODELS = ("lightgcn", "mf")
 
 def hyper_contrast(anchor: torch.Tensor, positive: torch.Tensor, candidates: torch.Tensor, tau: float) -> torch.Tensor:
     """``sum_r -log softmax_j(cos(anchor_r, candidates_j) / tau)`` at ``cos(anchor_r, positive_r)``."""
-    anchor, positive, candidates = F.normalize(anchor, dim=1), F.normalize(positive, dim=1), F.normalize(candidates, dim=1)
+    anchor, positive, candidates = (F.normalize(t, dim=1) for t in (anchor, positive, candidates))
     pos = (anchor * positive).sum(-1) / tau  # [n]
     return (bounded_logsumexp(anchor, candidates, 1.0 / tau) - pos).sum()
 

@@ -103,8 +103,9 @@ class MGCN(MultimodalRecommender):
         norm_adj = normalise(bipartite_adjacency(dataset), "sym")
         self.norm_adj = SparseGraph(norm_adj)
         self.user_item = SparseGraph(sp.csr_matrix(norm_adj[: self.n_users, self.n_users :], dtype=np.float32))
+        chunk = config["knn_chunk_size"]
         self.item_graphs = nn.ModuleList(
-            SparseGraph(normalise(knn_graph(raw, self.knn_k, weighted=True, chunk_size=config["knn_chunk_size"]), "sym"))
+            SparseGraph(normalise(knn_graph(raw, self.knn_k, weighted=True, chunk_size=chunk), "sym"))
             for raw in raw_modalities(self.modalities)
         )
 
