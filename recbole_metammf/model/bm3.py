@@ -46,7 +46,9 @@ ignored. Evaluation is RecBole's full ranking, as for every model.
   convention for every model; ``False`` feeds the raw features as the reference does). It is
   fine-tuned as the reference's ``freeze=False`` does (``finetune_features``, default True).
 * The target's dropout masks come from ``mask_dropout`` (``torch.rand``) instead of
-  ``F.dropout``'s ``bernoulli_``: the same law, another random stream.
+  ``F.dropout``'s ``bernoulli_``, and are drawn for the batch's rows (the reference drops on the
+  whole table, then indexes it): the same law per row, another random stream, and a user twice in
+  a batch gets two masks. Likewise the content is projected for the batch's items only.
 * The reference recomputes the whole forward pass for every batch of users at evaluation;
   here once per evaluation (the base class's cache): the same scores.
 """
