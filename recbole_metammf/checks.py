@@ -16,7 +16,7 @@ names the problem and what to do:
   with the closest known key. ``check_config_keys: False`` turns this off;
 * values: a number or True/False where the default is one, the plugin's
   choices (``fusion_form``, ``propagation``, ``edge_weight_mode``,
-  ``missing_item_features``), metric names (the closest on a typo) and a
+  ``missing_item_features``, ``cf_model``), metric names (the closest on a typo) and a
   ``valid_metric`` among the metrics;
 * the dataset's atomic files exist where RecBole will look, else the message
   says where it looked and the converter command that makes them (the built-in
@@ -162,11 +162,12 @@ def _choices() -> dict:
     from recbole_metammf.modalities import MISSING_POLICIES
     from recbole_metammf.model.base import CONTENT_REG_SCOPES
     from recbole_metammf.model.grcn import EDGE_WEIGHT_MODES
+    from recbole_metammf.model.lgmrec import CF_MODELS
     from recbole_metammf.model.metammf_gcn import PROPAGATIONS
 
     return {"fusion_form": FORMS, "propagation": PROPAGATIONS, "edge_weight_mode": EDGE_WEIGHT_MODES,
             "missing_item_features": MISSING_POLICIES, "content_scale": CONTENT_SCALES,
-            "content_reg_scope": CONTENT_REG_SCOPES}
+            "content_reg_scope": CONTENT_REG_SCOPES, "cf_model": CF_MODELS}
 
 
 def check_values(config, where: dict) -> None:

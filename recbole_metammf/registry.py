@@ -20,6 +20,9 @@ MODELS = {
     "GRCN": "recbole_metammf.model.grcn",
     "LATTICE": "recbole_metammf.model.lattice",
     "FREEDOM": "recbole_metammf.model.freedom",
+    "BM3": "recbole_metammf.model.bm3",
+    "MGCN": "recbole_metammf.model.mgcn",
+    "LGMRec": "recbole_metammf.model.lgmrec",
 }
 
 _RECBOLE_PACKAGE = "recbole.model.general_recommender"

@@ -147,6 +147,8 @@ ID_TABLES = {
     "GRCN": [("id_embedding", "n_users")],
     "LATTICE": [("item_embedding.weight", 0)],
     "FREEDOM": [("item_embedding.weight", 0)],
+    "BM3": [("item_embedding.weight", 0)],
+    "MGCN": [("item_embedding.weight", 0)],
 }
 
 

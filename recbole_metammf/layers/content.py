@@ -1,0 +1,35 @@
+"""Item content as a model reads it: fixed, or fine-tuned as a parameter (BM3, MGCN).
+
+Several reference implementations (MMRec's BM3 and MGCN among them) load the item features
+with ``nn.Embedding.from_pretrained(features, freeze=False)``: the features themselves are
+trained along with the model. :class:`TunableContent` gives that to any model of the plugin:
+each *dense* modality's content [n_items, dim] becomes a parameter initialised from the
+modality as the encoder stores it (standardised, missing items filled); a token modality is
+already learned (its token embeddings are parameters of the encoder) and is passed through.
+
+It reads the encoder by duck typing (``specs``, ``data(i)``, ``per_modality()``), so this layer
+does not import :mod:`recbole_metammf.modalities`.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+
+class TunableContent(nn.Module):
+    """Each modality's content for all items, the dense ones trainable when ``trainable``."""
+
+    def __init__(self, modalities, trainable: bool):
+        super().__init__()
+        self.trainable = bool(trainable)
+        self.tables = nn.ParameterDict()
+        if self.trainable:
+            for i, spec in enumerate(modalities.specs):
+                if spec.kind == "dense":
+                    self.tables[str(i)] = nn.Parameter(modalities.data(i).detach().clone())  # [n_items, dim]
+
+    def forward(self, modalities) -> list[torch.Tensor]:
+        """[n_items, dim_m] per modality, in ``modalities.specs`` order."""
+        parts = modalities.per_modality()
+        return [self.tables[str(i)] if str(i) in self.tables else part for i, part in enumerate(parts)]
