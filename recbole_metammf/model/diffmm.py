@@ -102,11 +102,10 @@ def with_self_loops_sym(adj: sp.spmatrix) -> sp.csr_matrix:
 def info_nce(a: torch.Tensor, b: torch.Tensor, nodes: torch.Tensor, temperature: float) -> torch.Tensor:
     """Mean over ``nodes`` of ``-log softmax_j(cos(a_n, b_j) / τ)`` at ``j = n``, ``j`` over all rows but 0
     (RecBole's padding). The reference's ``contrastLoss`` (there without a padding row)."""
-    a = F.normalize(a, dim=1)
+    a_n = F.normalize(a.index_select(0, nodes), dim=1) / temperature  # [B, d]: 1/τ here, not on [B, n]
     b = F.normalize(b, dim=1)
-    a_n = a.index_select(0, nodes)  # [B, d]
-    pos = (a_n * b.index_select(0, nodes)).sum(-1) / temperature
-    logits = a_n @ b[1:].t() / temperature  # [B, n - 1]
+    pos = (a_n * b.index_select(0, nodes)).sum(-1)
+    logits = a_n @ b[1:].t()  # [B, n - 1]
     return (torch.logsumexp(logits, dim=1) - pos).mean()
 
 
@@ -187,7 +186,7 @@ class DiffMM(MultimodalRecommender):
         self.register_buffer("diffusion_built", torch.zeros((), dtype=torch.bool))
         self.register_buffer("diffusion_items", torch.zeros(self.n_modalities, n_real_users, self.rebuild_k, dtype=torch.long))
         self.register_buffer("diffusion_keep", torch.zeros(self.n_modalities, self.graph_nnz, dtype=torch.bool))
-        self._modal_graphs = None
+        self.modal_adj = None  # nn.ModuleList of SparseGraph once built (never inside a forward pass: get_flops)
 
     # --- content ------------------------------------------------------------------------------
     def modality_features(self) -> list[torch.Tensor]:
@@ -202,18 +201,14 @@ class DiffMM(MultimodalRecommender):
         """The users' 0/1 training rows as a dense [len(users), n_items] tensor."""
         return torch.from_numpy(self.inter[users].toarray()).to(self.item_embedding.weight.device)
 
-    def diffusion_losses(self, x0: torch.Tensor, features: list[torch.Tensor], item_e: torch.Tensor) -> list[torch.Tensor]:
-        """Per modality ``mean(weight · mse) + e_loss · mean(gc)`` for the batch ``x0`` [B, n_items]."""
-        losses = []
-        target = x0 @ item_e  # [B, d]
-        for denoiser, feat in zip(self.denoisers, features):
-            t = torch.randint(0, self.schedule.steps, (x0.shape[0],), device=x0.device)
-            x_t = self.schedule.q_sample(x0, t)
-            x_hat = denoiser(x_t, t)
-            mse = (x0 - x_hat).square().mean(dim=1)
-            gc = (x_hat @ feat - target).square().mean(dim=1)
-            losses.append((self.schedule.loss_weight(t) * mse).mean() + self.e_loss * gc.mean())
-        return losses
+    def diffusion_loss(self, m: int, x0: torch.Tensor, feature: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Modality ``m``'s ``mean(weight · mse) + e_loss · mean(gc)`` for the batch ``x0`` [B, n_items];
+        ``target`` is ``x0 @ E_item`` [B, d]."""
+        t = torch.randint(0, self.schedule.steps, (x0.shape[0],), device=x0.device)
+        x_hat = self.denoisers[m](self.schedule.q_sample(x0, t), t)
+        mse = (x0 - x_hat).square().mean(dim=1)
+        gc = (x_hat @ feature - target).square().mean(dim=1)
+        return (self.schedule.loss_weight(t) * mse).mean() + self.e_loss * gc.mean()
 
     def diffusion_epoch(self) -> float:
         """One pass of the denoisers over all users (shuffled, padding user left out); the mean batch loss."""
@@ -229,11 +224,13 @@ class DiffMM(MultimodalRecommender):
         total, batches = 0.0, 0
         for start in range(0, len(users), self.diffusion_batch_size):
             x0 = self.user_rows(users[start : start + self.diffusion_batch_size])
-            loss = sum(self.diffusion_losses(x0, features, item_e))
+            target = x0 @ item_e  # [B, d]
             self._diffusion_optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            for m, feature in enumerate(features):  # the summed loss's gradient, one modality's graph alive at a time
+                loss = self.diffusion_loss(m, x0, feature, target)
+                loss.backward()
+                total += loss.item()
             self._diffusion_optimizer.step()
-            total += loss.item()
             batches += 1
         self._diffusion_optimizer.zero_grad(set_to_none=True)  # RecBole's optimiser must not move them
         self.last_diffusion_loss = total / max(batches, 1)
@@ -253,7 +250,7 @@ class DiffMM(MultimodalRecommender):
                 self.diffusion_items[m, start : start + len(batch)] = torch.topk(x, self.rebuild_k, dim=1).indices
         self.diffusion_keep.copy_(torch.rand(self.diffusion_keep.shape, device=self.diffusion_keep.device) < self.keep_rate)
         self.diffusion_built.fill_(True)
-        self._modal_graphs = None
+        self.build_modal_graphs()
 
     def modal_graph_matrix(self, m: int) -> sp.csr_matrix:
         """Modality ``m``'s rebuilt graph from the stored top items and kept-entry mask."""
@@ -267,18 +264,20 @@ class DiffMM(MultimodalRecommender):
         adj.eliminate_zeros()
         return adj
 
+    def build_modal_graphs(self):
+        if bool(self.diffusion_built):
+            device = self.item_embedding.weight.device
+            self.modal_adj = nn.ModuleList(SparseGraph(self.modal_graph_matrix(m)) for m in range(self.n_modalities)).to(device)
+        else:
+            self.modal_adj = None
+
     def modal_graphs(self):
         """One SparseGraph per modality, or None per modality (identity) before the first rebuild."""
-        if not bool(self.diffusion_built):
-            return [None] * self.n_modalities
-        if self._modal_graphs is None:
-            device = self.item_embedding.weight.device
-            self._modal_graphs = nn.ModuleList(SparseGraph(self.modal_graph_matrix(m)) for m in range(self.n_modalities)).to(device)
-        return list(self._modal_graphs)
+        return [None] * self.n_modalities if self.modal_adj is None else list(self.modal_adj)
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         result = super().load_state_dict(state_dict, strict=strict, assign=assign)
-        self._modal_graphs = None  # rebuilt from the loaded top items and mask
+        self.build_modal_graphs()  # from the loaded top items and mask
         return result
 
     # --- the recommender ----------------------------------------------------------------------

@@ -120,7 +120,6 @@ class DRAGON(MultimodalRecommender):
         # persistent: a checkpoint evaluates with the user graph it was trained with
         self.register_buffer("user_slots", torch.zeros(self.n_users, self.user_knn_k, dtype=torch.long))
         self.register_buffer("user_slot_weights", torch.zeros(self.n_users, self.user_knn_k))
-        self._user_graph = None
         self.resample_user_graph()
 
     # --- the user-user graph ------------------------------------------------------------------
@@ -128,17 +127,17 @@ class DRAGON(MultimodalRecommender):
         index, weight = sample_padded_neighbours(self.co_neighbours, self.co_counts, self.co_n)
         self.user_slots.copy_(torch.from_numpy(index))
         self.user_slot_weights.copy_(torch.from_numpy(weight))
-        self._user_graph = None
+        self.build_user_graph()
 
-    def user_graph(self) -> SparseGraph:
-        if self._user_graph is None:
-            matrix = slots_to_matrix(self.user_slots.cpu().numpy(), self.user_slot_weights.cpu().numpy(), self.n_users)
-            self._user_graph = SparseGraph(matrix).to(self.user_slots.device)
-        return self._user_graph
+    def build_user_graph(self):
+        """The slots as a sparse operator (built here, never inside a forward pass: RecBole's get_flops
+        hooks the modules that exist before it)."""
+        matrix = slots_to_matrix(self.user_slots.cpu().numpy(), self.user_slot_weights.cpu().numpy(), self.n_users)
+        self.user_adj = SparseGraph(matrix).to(self.user_slots.device)
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         result = super().load_state_dict(state_dict, strict=strict, assign=assign)
-        self._user_graph = None  # rebuilt from the loaded slots
+        self.build_user_graph()  # from the loaded slots
         return result
 
     # --- representations ----------------------------------------------------------------------
@@ -168,7 +167,7 @@ class DRAGON(MultimodalRecommender):
         h = item
         for _ in range(self.n_mm_layers):
             h = self.mm_adj(h)
-        return user + self.user_graph()(user), item + h
+        return user + self.user_adj(user), item + h
 
     def calculate_loss(self, interaction):
         self.restore_user_e = self.restore_item_e = None  # training resumes: cache is stale
