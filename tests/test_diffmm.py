@@ -299,3 +299,19 @@ def test_one_modality_with_main_trains(tmp_path):
     write_planted_dataset(tmp_path / "d", with_audio=False, with_tokens=False)
     _, net, train, _ = build_model("DiffMM", tmp_path / "d")
     assert len(net.modalities.specs) == 1 and torch.isfinite(net.calculate_loss(next(iter(train))))
+
+
+@pytest.mark.parametrize("model", ["DiffMM", "DRAGON"])
+def test_run_recbole_by_name(tmp_path, model):
+    """Both train and evaluate by name through run_recbole.py (RecBole's get_trainer, get_flops included)."""
+    path = write_planted_dataset(tmp_path / "data")
+    (path / "planted.yaml").write_text("load_col:\n  inter: [user_id, item_id]\n  item: [item_id, visual, audio, tags]\n")
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "run_recbole.py"), f"--model={model}", "--dataset=planted",
+         f"--data_path={tmp_path / 'data'}", "--epochs=2", "--state=ERROR", "--show_progress=False",
+         f"--checkpoint_dir={tmp_path / 'saved'}"],
+        cwd=tmp_path, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = next(l for l in proc.stdout.splitlines() if l.strip().startswith("ndcg@10"))
+    assert 0 < float(line.split(":")[1]) <= 1
