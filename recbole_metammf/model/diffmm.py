@@ -83,6 +83,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from recbole_metammf.errors import DataError
+from recbole_metammf.layers.contrast import bounded_logsumexp
 from recbole_metammf.layers.diffusion import Denoiser, DiffusionSchedule
 from recbole_metammf.layers.graph import SparseGraph, bipartite_adjacency, bipartite_from_edges, normalise
 from recbole_metammf.layers.knn import steps_per_epoch
@@ -102,11 +103,10 @@ def with_self_loops_sym(adj: sp.spmatrix) -> sp.csr_matrix:
 def info_nce(a: torch.Tensor, b: torch.Tensor, nodes: torch.Tensor, temperature: float) -> torch.Tensor:
     """Mean over ``nodes`` of ``-log softmax_j(cos(a_n, b_j) / τ)`` at ``j = n``, ``j`` over all rows but 0
     (RecBole's padding). The reference's ``contrastLoss`` (there without a padding row)."""
-    a_n = F.normalize(a.index_select(0, nodes), dim=1) / temperature  # [B, d]: 1/τ here, not on [B, n]
+    a_n = F.normalize(a.index_select(0, nodes), dim=1)  # [B, d]
     b = F.normalize(b, dim=1)
-    pos = (a_n * b.index_select(0, nodes)).sum(-1)
-    logits = a_n @ b[1:].t()  # [B, n - 1]
-    return (torch.logsumexp(logits, dim=1) - pos).mean()
+    pos = (a_n * b.index_select(0, nodes)).sum(-1) / temperature
+    return (bounded_logsumexp(a_n, b[1:], 1.0 / temperature) - pos).mean()  # [B, n - 1] never kept by autograd
 
 
 class DiffMM(MultimodalRecommender):
