@@ -161,13 +161,15 @@ def _choices() -> dict:
     from recbole_metammf.layers.fusion import CONTENT_SCALES, FORMS
     from recbole_metammf.modalities import MISSING_POLICIES
     from recbole_metammf.model.base import CONTENT_REG_SCOPES
+    from recbole_metammf.model.diffmm import CL_METHODS, FEAT_TRANSFORMS
     from recbole_metammf.model.grcn import EDGE_WEIGHT_MODES
     from recbole_metammf.model.lgmrec import CF_MODELS
     from recbole_metammf.model.metammf_gcn import PROPAGATIONS
 
     return {"fusion_form": FORMS, "propagation": PROPAGATIONS, "edge_weight_mode": EDGE_WEIGHT_MODES,
             "missing_item_features": MISSING_POLICIES, "content_scale": CONTENT_SCALES,
-            "content_reg_scope": CONTENT_REG_SCOPES, "cf_model": CF_MODELS}
+            "content_reg_scope": CONTENT_REG_SCOPES, "cf_model": CF_MODELS, "cl_method": CL_METHODS,
+            "feat_transform": FEAT_TRANSFORMS}
 
 
 def check_values(config, where: dict) -> None:

@@ -23,6 +23,8 @@ MODELS = {
     "BM3": "recbole_metammf.model.bm3",
     "MGCN": "recbole_metammf.model.mgcn",
     "LGMRec": "recbole_metammf.model.lgmrec",
+    "DRAGON": "recbole_metammf.model.dragon",
+    "DiffMM": "recbole_metammf.model.diffmm",
 }
 
 _RECBOLE_PACKAGE = "recbole.model.general_recommender"

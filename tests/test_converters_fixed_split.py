@@ -326,7 +326,7 @@ def test_mmrec_needs_exactly_one_inter_file(tmp_path):
 
 
 # --------------------------------------------------- every model on the converted data
-MODELS = ["MetaMMF_GCN", "MetaMMF_MF", "BPR", "LightGCN", "VBPR", "MMGCN", "GRCN", "LATTICE", "FREEDOM"]
+MODELS = ["MetaMMF_GCN", "MetaMMF_MF", "BPR", "LightGCN", "VBPR", "MMGCN", "GRCN", "LATTICE", "FREEDOM", "DRAGON", "DiffMM"]
 
 
 def _bigger_diffmm(root, seed=0, n_users=40, n_items=60, cold=6):

@@ -1,5 +1,7 @@
 from recbole_metammf.model.base import MultimodalRecommender
 from recbole_metammf.model.bm3 import BM3
+from recbole_metammf.model.diffmm import DiffMM
+from recbole_metammf.model.dragon import DRAGON
 from recbole_metammf.model.freedom import FREEDOM
 from recbole_metammf.model.grcn import GRCN
 from recbole_metammf.model.lattice import LATTICE
