@@ -168,6 +168,25 @@ def test_changed_config_is_not_silently_mixed_with_old_trials(tmp_path):
     assert plan(spec, str(tmp_path), force=True)[0] == [trial]
 
 
+def test_a_failed_trial_runs_again_even_if_its_configuration_changed_since(tmp_path):
+    """A failed trial keeps no result, so a change since (the dataset it could not find now exists, a fixed
+    config) must not make the planner refuse the whole run as it does for a changed finished trial."""
+    from recbole_metammf.benchmark.plan import ChangedTrialError, plan
+
+    conf = tmp_path / "a.yaml"
+    conf.write_text("epochs: 1\n")
+    spec = BenchmarkSpec(models=["BPR", "Pop"], datasets=["d"], seeds=[1], config_files=[str(conf)])
+    bpr, pop = spec.trials()
+    store.save_trial(str(tmp_path), {"trial_id": bpr.id, "status": "failed", "fingerprint": bpr.fingerprint()})
+    store.save_trial(str(tmp_path), {"trial_id": pop.id, "status": "ok", "fingerprint": pop.fingerprint()})
+    conf.write_text("epochs: 2\n")
+    with pytest.raises(ChangedTrialError) as err:  # the finished one still stops the run ...
+        plan(spec, str(tmp_path))
+    assert pop.id in str(err.value) and bpr.id not in str(err.value)  # ... and only it is named
+    store.save_trial(str(tmp_path), {"trial_id": pop.id, "status": "ok", "fingerprint": pop.fingerprint()})
+    assert plan(spec, str(tmp_path)) == ([bpr], [pop])
+
+
 def test_fingerprint_follows_the_plugin_defaults_and_old_trial_files_still_resume(tmp_path, monkeypatch):
     import shutil
 

@@ -29,13 +29,15 @@ def plan(spec, out_dir: str, force: bool = False, retry_failed: bool = True):
         reason = None if record is None else trial.stale_reason(record)
         if record is None:
             to_run.append(trial)
+        elif record["status"] == "failed" and retry_failed:
+            # a failed trial keeps no result: it runs again whatever changed since (e.g. the dataset it could
+            # not find is there now), instead of refusing the whole run as a changed finished one would
+            to_run.append(trial)
         elif reason:
             if force:
                 to_run.append(trial)
             else:
                 changed.append(f"{trial.id} ({reason})")
-        elif record["status"] == "failed" and retry_failed:
-            to_run.append(trial)
         else:
             finished.append(trial)
     if changed:
