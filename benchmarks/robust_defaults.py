@@ -172,6 +172,22 @@ def reference_table() -> list[str]:
     return lines
 
 
+def diagnose_section() -> list[str]:
+    """The epoch-by-epoch diagnostics of ``benchmarks/diagnose_content_gain.py`` (robust/diagnose/*.txt), verbatim."""
+    paths = sorted(glob.glob(os.path.join(ROOT, "diagnose", "*.txt")))
+    if not paths:
+        return []
+    lines = ["## Epoch by epoch: the content's and the ID part's lengths", "",
+             "`benchmarks/diagnose_content_gain.py` trains through RecBole's trainer one epoch at a time and prints the "
+             "validation score with the mean row norms of the fused content e^m and the ID part e^c (before "
+             "propagation), of the final vectors, the content scale's mean |gain|, and how far each item's mean score "
+             "follows its training popularity. Each block is one run, its command first.", ""]
+    for path in paths:
+        with open(path) as f:
+            lines += ["```", f.read().rstrip(), "```", ""]
+    return lines
+
+
 def check_table() -> list[str]:
     """MetaMMF_MF against BPR under the short budget (bpr-check + bpr-check-mf): test NDCG@10."""
     runs = {}
@@ -212,7 +228,7 @@ def report() -> str:
     lines = ["# MetaMMF's defaults on validation (issue 25)", "", __doc__.split("\n\n")[1].replace("\n", " "), "",
              RULE, ""]
     for folder in sorted(glob.glob(os.path.join(ROOT, "*"))):
-        if not os.path.isdir(folder):
+        if not os.path.isdir(folder) or not os.path.isdir(os.path.join(folder, "trials")):
             continue
         name = os.path.basename(folder)
         spec = os.path.join(ROOT, f"{name}.yaml")
@@ -224,6 +240,7 @@ def report() -> str:
                       f"`python run_benchmark.py --file benchmarks/robust/{name}.yaml --out benchmarks/robust/{name}`", ""]
         lines += stage_table(folder)
     lines += reference_table()
+    lines += diagnose_section()
     lines += check_table()
     lines += dip_table()
     text = "\n".join(lines) + "\n"
