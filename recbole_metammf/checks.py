@@ -16,8 +16,9 @@ names the problem and what to do:
   with the closest known key. ``check_config_keys: False`` turns this off;
 * values: a number or True/False where the default is one, the plugin's
   choices (``fusion_form``, ``propagation``, ``edge_weight_mode``,
-  ``missing_item_features``, ``cf_model``), metric names (the closest on a typo) and a
-  ``valid_metric`` among the metrics;
+  ``missing_item_features``, ``cf_model``, ``test_mask``), metric names (the
+  closest on a typo) and a ``valid_metric`` among the metrics; ``test_mask: train``
+  only where it applies (a full-sort test of a non-sequential model);
 * the dataset's atomic files exist where RecBole will look, else the message
   says where it looked and the converter command that makes them (the built-in
   dataset is built on first use; a name RecBole knows how to download is left to
@@ -158,6 +159,7 @@ def check_keys(where: dict, model_class=None) -> None:
 
 
 def _choices() -> dict:
+    from recbole_metammf.evaluation import TEST_MASKS
     from recbole_metammf.layers.fusion import CONTENT_SCALES, FORMS
     from recbole_metammf.modalities import MISSING_POLICIES
     from recbole_metammf.model.base import CONTENT_REG_SCOPES
@@ -169,7 +171,7 @@ def _choices() -> dict:
     return {"fusion_form": FORMS, "propagation": PROPAGATIONS, "edge_weight_mode": EDGE_WEIGHT_MODES,
             "missing_item_features": MISSING_POLICIES, "content_scale": CONTENT_SCALES,
             "content_reg_scope": CONTENT_REG_SCOPES, "cf_model": CF_MODELS, "cl_method": CL_METHODS,
-            "feat_transform": FEAT_TRANSFORMS}
+            "feat_transform": FEAT_TRANSFORMS, "test_mask": TEST_MASKS}
 
 
 def check_values(config, where: dict) -> None:
@@ -188,6 +190,27 @@ def check_values(config, where: dict) -> None:
                 f"config key '{key}' ({where[key]}) must be one of {', '.join(map(str, allowed))}, got '{config[key]}'"
             )
     _check_metrics(config, where)
+    _check_test_mask(config, where)
+
+
+def _check_test_mask(config, where: dict) -> None:
+    """``test_mask: train`` changes RecBole's full-sort mask of a general model's test ranking, nothing else."""
+    if "test_mask" not in where or config["test_mask"] != "train":
+        return
+    from recbole.utils import ModelType
+
+    mode = (config["eval_args"] or {}).get("mode")
+    test_mode = mode.get("test", "full") if isinstance(mode, dict) else mode
+    if test_mode != "full":
+        raise ConfigError(
+            f"config key 'test_mask' ({where['test_mask']}) is 'train', which applies to the full ranking only, "
+            f"but the test mode is '{test_mode}': set eval_args mode to full or drop test_mask"
+        )
+    if config["MODEL_TYPE"] == ModelType.SEQUENTIAL:
+        raise ConfigError(
+            f"config key 'test_mask' ({where['test_mask']}) is 'train', but {config['model']} is a sequential "
+            "model, whose test ranking masks no history: drop test_mask"
+        )
 
 
 def _check_metrics(config, where: dict) -> None:

@@ -69,6 +69,15 @@ Every change RecBole needs to run this plugin sits here, each with its reason.
    evaluation as RecBole drops its own ``rec.*`` entries). No extra scoring pass. They are
    left out (with a warning) of a multi-process evaluation, whose per-rank averaging by
    user count would be wrong for them, and of an evaluation that never saw the training split.
+
+7. **Which items the test ranking masks** (``test_mask``, ``evaluation.py``). RecBole's
+   ``FullSortEvalDataLoader`` builds each user's masked items once, in ``__init__`` (the
+   sampler's used items of the phase minus the user's positives: training and validation items
+   for the test split). After RecBole's ``__init__`` and ``update_config``, the loader's own
+   config decides whether the test loader keeps that table (``train+valid``, RecBole's) or
+   masks only the training items (``train``, MMRec's and DiffMM's code). Validation loaders are
+   untouched; nothing is stored outside the loader, so one run's choice never leaks into
+   another run of the same process.
 """
 
 from __future__ import annotations
@@ -83,6 +92,7 @@ import torch
 
 from recbole.config import configurator
 from recbole.config.configurator import Config
+from recbole.data.dataloader import FullSortEvalDataLoader
 from recbole.data.dataset import Dataset
 from recbole.evaluator.collector import Collector
 from recbole.trainer import trainer as recbole_trainer
@@ -333,6 +343,23 @@ def _get_data_struct(self, _orig=Collector.get_data_struct):
     return struct
 
 
+# ----------------------------------------------------------------------------
+# 7. the test ranking's mask
+# ----------------------------------------------------------------------------
+def _full_sort_init(self, config, dataset, sampler, shuffle=False, _orig=FullSortEvalDataLoader.__init__):
+    _orig(self, config, dataset, sampler, shuffle=shuffle)
+    from recbole_metammf.evaluation import apply_test_mask
+
+    apply_test_mask(self, config)
+
+
+def _full_sort_update_config(self, config, _orig=FullSortEvalDataLoader.update_config):
+    _orig(self, config)
+    from recbole_metammf.evaluation import apply_test_mask
+
+    apply_test_mask(self, config)
+
+
 def apply() -> None:
     """Install every workaround above (idempotent)."""
     global _APPLIED
@@ -351,4 +378,6 @@ def apply() -> None:
     Collector.get_data_struct = _get_data_struct
     Dataset._load_feat = _load_feat
     Dataset._filter_inter_by_user_or_item = _filter_inter_by_user_or_item
+    FullSortEvalDataLoader.__init__ = _full_sort_init
+    FullSortEvalDataLoader.update_config = _full_sort_update_config
     _APPLIED = True

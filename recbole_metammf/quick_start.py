@@ -2,7 +2,11 @@
 
 Nothing here re-implements RecBole's training loop: :func:`run` makes sure the
 built-in dataset exists and hands over to ``recbole.quick_start.run``, and
-:func:`objective_function` is RecBole's, re-exported for ``HyperTuning``.
+:func:`objective_function` is RecBole's, re-exported for ``HyperTuning``. The one
+exception is ``diagnose_best_test_epoch: True`` (``evaluation.py``): RecBole's
+``run_recbole`` has no hook for the trainer, so :func:`run_recbole_with_diagnostic`
+takes its steps one by one (the same calls, in the same order) and attaches the
+diagnostic to the trainer.
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ from recbole.quick_start import run as recbole_run
 
 from recbole_metammf.allocator import tune_allocator
 from recbole_metammf.checks import BUILTIN_DATASET, preflight
-from recbole_metammf.errors import DistributedError
+from recbole_metammf.errors import ConfigError, DistributedError
+from recbole_metammf.evaluation import DIAGNOSTIC_KEY, TestEpochDiagnostic, diagnostic_requested, format_diagnostic
 
 DEFAULT_MODEL = "MetaMMF_GCN"
 
@@ -70,8 +75,13 @@ def run(
     module happened to import the plugin (true for ``run_recbole.py``, not for
     ``python -m recbole_metammf``, pytest, notebooks or Ray workers).
     """
-    preflight(model, dataset, config_file_list, config_dict, cmd_line=cmd_line)
+    config = preflight(model, dataset, config_file_list, config_dict, cmd_line=cmd_line)
+    diagnose = diagnostic_requested(config)
+    if diagnose and (nproc != 1 or world_size > 0):
+        raise ConfigError("diagnose_best_test_epoch runs in a single process: drop it or run with --nproc=1")
     ensure_builtin_dataset(model, dataset, config_file_list, config_dict)
+    if diagnose:
+        return run_recbole_with_diagnostic(model, dataset, config_file_list, config_dict, saved=saved)
     if nproc == 1 and world_size <= 0:
         return recbole_run(model, dataset, config_file_list=config_file_list, config_dict=config_dict, saved=saved)
     import torch.multiprocessing as mp
@@ -89,6 +99,52 @@ def run(
             raise  # a bug in a process of this node: its traceback
         raise failure from err  # --debug shows the rank's traceback as the cause
     return None if queue.empty() else queue.get()  # rank 0's result (None on other nodes)
+
+
+def run_recbole_with_diagnostic(model, dataset, config_file_list=None, config_dict=None, saved: bool = True) -> dict:
+    """``recbole.quick_start.run_recbole`` step for step (single process), with a
+    :class:`~recbole_metammf.evaluation.TestEpochDiagnostic` on the trainer.
+
+    Returns RecBole's result dict (the test result of the best-validation checkpoint, as
+    without the diagnostic) plus ``result[DIAGNOSTIC_KEY]``: the best test epoch and its
+    scores, labelled as a diagnostic.
+    """
+    from recbole.quick_start import quick_start as rq
+
+    config = rq.Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
+    rq.init_seed(config["seed"], config["reproducibility"])
+    rq.init_logger(config)
+    logger = getLogger()
+    logger.info(sys.argv)
+    logger.info(config)
+    data = rq.create_dataset(config)
+    logger.info(data)
+    train_data, valid_data, test_data = rq.data_preparation(config, data)
+    rq.init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    net = rq.get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    logger.info(net)
+    transform = rq.construct_transform(config)
+    flops = rq.get_flops(net, data, config["device"], logger, transform)
+    logger.info(rq.set_color("FLOPs", "blue") + f": {flops}")
+    trainer = rq.get_trainer(config["MODEL_TYPE"], config["model"])(config, net)
+    diagnostic = TestEpochDiagnostic(trainer, test_data)
+    best_valid_score, best_valid_result = trainer.fit(
+        train_data, valid_data, saved=saved, show_progress=config["show_progress"], callback_fn=diagnostic
+    )
+    test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
+    logger.info("The running environment of this training is as follows:\n" + rq.get_environment(config).draw())
+    logger.info(rq.set_color("best valid ", "yellow") + f": {best_valid_result}")
+    logger.info(rq.set_color("test result", "yellow") + f": {test_result}")
+    summary = diagnostic.summary()
+    if summary is not None:
+        logger.info("\n".join(format_diagnostic(summary)))
+    return {
+        "best_valid_score": best_valid_score,
+        "valid_score_bigger": config["valid_metric_bigger"],
+        "best_valid_result": best_valid_result,
+        "test_result": test_result,
+        DIAGNOSTIC_KEY: summary,
+    }
 
 
 # the last line of a process's traceback when torch.distributed lost a peer or waited too long for one
@@ -173,6 +229,9 @@ def main(argv=None) -> dict:
         print("\nTest results of", args.model, "on", args.dataset)
         for key, value in result["test_result"].items():
             print(f"  {key:>14s}: {value:.4f}")
+        if result.get(DIAGNOSTIC_KEY):
+            print()
+            print("\n".join(format_diagnostic(result[DIAGNOSTIC_KEY], keys=list(result["test_result"]))))
     return result
 
 

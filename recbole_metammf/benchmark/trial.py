@@ -6,7 +6,10 @@ the test), plus what a leaderboard needs and RecBole does not keep: the
 validation result of every evaluated epoch (through the trainer's own
 ``callback_fn`` hook and a thin wrapper around the trainer instance's
 ``_valid_epoch``), the best epoch, wall times, peak memory and the dataset's
-statistics. It returns a plain, JSON-safe dict (a *trial record*).
+statistics. It returns a plain, JSON-safe dict (a *trial record*). With
+``diagnose_best_test_epoch: True`` the record also holds, under
+``diagnostic_best_test_over_epochs``, the test result of every evaluated epoch and the
+best of them (``evaluation.py``): a diagnostic beside the result, never the result.
 """
 
 from __future__ import annotations
@@ -100,7 +103,7 @@ def model_param_names(model: str) -> list[str]:
 # The settings every leaderboard states besides the model's own hyper-parameters.
 TRAINING_KEYS = ["epochs", "train_batch_size", "learning_rate", "learner", "weight_decay",
                  "train_neg_sample_args", "stopping_step", "eval_step", "seed", "reproducibility"]
-PROTOCOL_KEYS = ["eval_args", "metrics", "topk", "valid_metric", "valid_metric_bigger", "eval_batch_size",
+PROTOCOL_KEYS = ["eval_args", "test_mask", "metrics", "topk", "valid_metric", "valid_metric_bigger", "eval_batch_size",
                  "metric_decimal_place"]
 
 
@@ -138,6 +141,7 @@ def run_trial(model: str, dataset: str, seed: int, config_file_list=None, config
     from recbole.utils import get_model, get_trainer, init_logger, init_seed
 
     from recbole_metammf.allocator import tune_allocator
+    from recbole_metammf.evaluation import DIAGNOSTIC_KEY, TestEpochDiagnostic, diagnostic_requested
     from recbole_metammf.registry import get_model as plugin_get_model
 
     record = {
@@ -168,11 +172,19 @@ def run_trial(model: str, dataset: str, seed: int, config_file_list=None, config
         net = get_model(config["model"])(config, train_data._dataset).to(config["device"])
         trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, net)
         recorder = CurveRecorder(trainer, on_epoch=on_epoch)
+        callback = recorder
+        diagnostic = None
+        if diagnostic_requested(config):  # wraps the recorder's _valid_epoch: its test time is not validation time
+            diagnostic = TestEpochDiagnostic(trainer, test_data)
+
+            def callback(epoch_idx, valid_score):
+                recorder(epoch_idx, valid_score)
+                diagnostic(epoch_idx, valid_score)
 
         fit_start = time.perf_counter()
         best_valid_score, best_valid_result = trainer.fit(
-            train_data, valid_data, saved=True, show_progress=config["show_progress"], callback_fn=recorder)
-        fit_time = time.perf_counter() - fit_start
+            train_data, valid_data, saved=True, show_progress=config["show_progress"], callback_fn=callback)
+        fit_time = time.perf_counter() - fit_start - (diagnostic.time_s if diagnostic else 0.0)
         test_start = time.perf_counter()
         test_result = trainer.evaluate(test_data, load_best_model=True, show_progress=config["show_progress"])
         test_time = time.perf_counter() - test_start
@@ -197,6 +209,8 @@ def run_trial(model: str, dataset: str, seed: int, config_file_list=None, config
             "protocol": {k: json_safe(final.get(k)) for k in PROTOCOL_KEYS},
             "config": {k: json_safe(v) for k, v in final.items() if k != "checkpoint_dir"},
         })
+        if diagnostic is not None:
+            record[DIAGNOSTIC_KEY] = json_safe(diagnostic.summary())
         if torch.cuda.is_available() and str(config["device"]).startswith("cuda"):
             record["peak_gpu_memory_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     except Exception as exc:  # a failing trial is data, not a crash of the benchmark
