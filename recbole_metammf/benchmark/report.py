@@ -26,6 +26,7 @@ from scipy import stats
 from recbole_metammf.benchmark import published as pub
 from recbole_metammf.benchmark import store
 from recbole_metammf.benchmark.plots import bar_chart, column_label, validation_curves
+from recbole_metammf.evaluation import DIAGNOSTIC_KEY
 
 COLD_METRICS = ("coldrecall", "coldndcg")  # recbole_metammf.metrics: only items with no training interaction count
 
@@ -168,8 +169,11 @@ def _protocol_text(record: dict) -> str:
     return "\n".join([
         split_line,
         f"* Candidates: `mode: {ea.get('mode')}`"
-        + (" = full ranking over all items except the items the user is known to have: the training items "
-           "when validating, the training and validation items when testing (RecBole's full sort)."
+        + ((" = full ranking over all items except the items the user is known to have: the training items "
+            "when validating, the training and validation items when testing (RecBole's full sort)."
+            if p.get("test_mask", "train+valid") == "train+valid" else
+            " = full ranking over all items except the user's training items, when validating and when testing "
+            "(`test_mask: train`, as MMRec's and DiffMM's code: a user's validation items stay in the test ranking).")
            if _is_full(ea.get("mode")) else "."),
         f"* Metrics: {', '.join(p['metrics'])} at K = {', '.join(map(str, p['topk']))}, averaged over test users "
         "(HR = total hits / total test interactions, the paper's micro recall)."
@@ -180,6 +184,9 @@ def _protocol_text(record: dict) -> str:
         f"* Model selection: the epoch with the best validation `{p['valid_metric']}` (evaluated every "
         f"{t.get('eval_step')} epoch(s), early stop after {t.get('stopping_step')} evaluations without "
         "improvement); its checkpoint is reloaded and evaluated once on the test split. Numbers are test results.",
+        *(["* Diagnostic, not a result: the trial files also hold `diagnostic_best_test_over_epochs`, the test "
+           "result of every evaluated epoch and the best of them (DiffMM-style selection on test); the tables use "
+           "only the validation-selected test results."] if record.get(DIAGNOSTIC_KEY) else []),
         "* Cells: mean ± sample standard deviation (ddof=1) over seeds; **best**, <u>second</u>.",
         "* Last row: the focus model's relative improvement over the best *other* model of each column, and the "
         "p-value of a paired t-test over the seeds both ran (`scipy.stats.ttest_rel`).",
