@@ -193,8 +193,6 @@ def test_diagnostic_in_a_trial_file(planted):
 
 
 def test_run_recbole_prints_the_diagnostic_labelled(hand):
-    from conftest import printed_results as _  # noqa: F401  (the table parser the other entry tests use)
-
     proc = subprocess.run(
         [sys.executable, str(REPO / "run_recbole.py"), "--model=Pop", "--dataset=hand", f"--data_path={hand}",
          "--benchmark_filename=['train','valid','test']", "--load_col={'inter':['user_id','item_id']}",
