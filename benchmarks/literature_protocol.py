@@ -6,7 +6,9 @@
 Reads the fixed split's files (which users have validation and test interactions) and the trial
 files of ``run.sh`` (LightGCN, seed 2020, ``test_mask`` train+valid and train, both with
 ``diagnose_best_test_epoch``), and writes the page: the users, the test figures under each mask,
-and the validation-selected result beside the best test epoch (the diagnostic).
+and the validation-selected result beside the best test epoch (the diagnostic). The same pair on
+the built-in mm-ml-100k (per-user random split, so every user is in validation and test) shows
+what the mask does where users overlap; its split is RecBole's, rebuilt here to count them.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RUNS = os.path.join(HERE, "literature_protocol")
@@ -36,13 +39,70 @@ def users_by_split(folder: str, name: str) -> dict:
     return out
 
 
-def trial(mask: str) -> dict:
-    path = os.path.join(RUNS, f"mask-{mask}", "trials", "tiktok-diffmm__LightGCN__seed2020.json")
+def trial(mask: str, dataset: str = "tiktok-diffmm") -> dict:
+    folder = f"mask-{mask}" if dataset == "tiktok-diffmm" else f"{dataset}-mask-{mask}"
+    path = os.path.join(RUNS, folder, "trials", f"{dataset}__LightGCN__seed2020.json")
     with open(path) as f:
         record = json.load(f)
     if record.get("status") != "ok":
         raise SystemExit(f"{path}: status {record.get('status')}, not a finished trial")
     return record
+
+
+def recbole_split_users(data_dir: str, dataset: str, seed: int) -> tuple[int, int, int]:
+    """(validation users, test users, users in both) of RecBole's split of ``dataset`` for ``seed``, as the trial built it."""
+    sys.path.insert(0, os.path.dirname(HERE))
+    import recbole_metammf  # noqa: F401  (the plugin's protocol: properties/overall.yaml)
+    from recbole.config import Config
+    from recbole.data import create_dataset, data_preparation
+    from recbole.utils import init_seed
+
+    config = Config(model="LightGCN", dataset=dataset, config_dict={"data_path": data_path_of(data_dir), "seed": seed,
+                                                                    "state": "ERROR"})
+    init_seed(config["seed"], config["reproducibility"])
+    _, valid, test = data_preparation(config, create_dataset(config))
+    users = [set(d.dataset.inter_feat[d.dataset.uid_field].numpy().tolist()) for d in (valid, test)]
+    return len(users[0]), len(users[1]), len(users[0] & users[1])
+
+
+def data_path_of(data_dir: str) -> str:
+    return os.path.abspath(data_dir)
+
+
+def overlap_section(data_dir: str) -> list[str]:
+    """The mm-ml-100k pair, if its trial files are there."""
+    try:
+        rec = {m: trial(m, "mm-ml-100k") for m in MASKS}
+    except FileNotFoundError:
+        return []
+    n_valid, n_test, both = recbole_split_users(data_dir, "mm-ml-100k", rec["train"]["seed"])
+    t, d = {m: rec[m]["test_result"] for m in MASKS}, {m: rec[m][DIAG] for m in MASKS}
+    keys = ("recall@20", "ndcg@20", "recall@10", "ndcg@10")
+    lines = [
+        "## Where validation and test users overlap: mm-ml-100k",
+        "",
+        f"The built-in dataset, per-user random split 8:1:1 (seed {rec['train']['seed']}): {n_valid:,} validation "
+        f"users, {n_test:,} test users, **{both:,} in both**. LightGCN, default settings, the same runs but the mask:",
+        "",
+        "| test_mask | best-validation epoch | " + " | ".join(f"test {k}" for k in keys)
+        + " | best test epoch (diagnostic, by " + d["train"]["metric"] + ") | its " + d["train"]["metric"] + " |",
+        "|---|---|" + "---|" * len(keys) + "---|---|",
+    ]
+    for m in MASKS:
+        lines.append(f"| `{m}` | {rec[m]['best_epoch']} | " + " | ".join(f"{t[m][k]:.4f}" for k in keys)
+                     + f" | {d[m]['best_test_epoch']} | {d[m]['best_test_result'][d[m]['metric']]:.4f} |")
+    same_training = rec["train"]["valid_curve"] == rec["train+valid"]["valid_curve"]
+    rel = {k: t["train"][k] / t["train+valid"][k] - 1 for k in keys}
+    lines += [
+        "",
+        ("Training and validation are identical in the two runs (the same validation curve, epoch for epoch); "
+         if same_training else "The validation curves differ; ")
+        + "only the test ranking changes: with the validation items left in it (`train`, MMRec's and DiffMM's way) "
+        + ", ".join(f"{k} {rel[k]:+.1%}" for k in keys)
+        + ". A validation item the model ranks high takes a top-K slot as a miss there.",
+        "",
+    ]
+    return lines
 
 
 def page(data_dir: str) -> str:
@@ -106,24 +166,28 @@ def page(data_dir: str) -> str:
         f"{d['train+valid']['test_time_s']:.0f} s of the {base['total_time_s']:.0f} s run (shared machine, one "
         "thread).",
         "",
+        *overlap_section(data_dir),
         "## Commands",
         "",
         "```bash",
-        "sh benchmarks/literature_protocol/run.sh      # both trials, one at a time (OMP_NUM_THREADS=1), then this page",
+        "sh benchmarks/literature_protocol/run.sh      # the four trials, one at a time (OMP_NUM_THREADS=1), then this page",
         "python benchmarks/literature_protocol.py      # this page again from the trial files",
         "```",
         "",
-        "which runs, for each mask,",
+        "which runs, for each MASK (train+valid, then train),",
         "",
         "```bash",
         "python run_benchmark.py --models LightGCN --datasets tiktok-diffmm --seeds 1 \\",
         "    --out benchmarks/literature_protocol/mask-MASK --data_path=dataset --epochs=300 \\",
         "    --test_mask=MASK --diagnose_best_test_epoch=True",
+        "python run_benchmark.py --models LightGCN --datasets mm-ml-100k --seeds 1 \\",
+        "    --out benchmarks/literature_protocol/mm-ml-100k-mask-MASK --data_path=dataset \\",
+        "    --test_mask=MASK --diagnose_best_test_epoch=True",
         "```",
         "",
         "Trial files (every epoch's validation and test result): "
-        "`benchmarks/literature_protocol/mask-*/trials/tiktok-diffmm__LightGCN__seed2020.json`; RecBole's logs "
-        "of the two runs: `benchmarks/literature_protocol/logs/`.",
+        "`benchmarks/literature_protocol/*mask-*/trials/*__LightGCN__seed2020.json`; RecBole's logs "
+        "of the runs: `benchmarks/literature_protocol/logs/`.",
         "",
     ]
     return "\n".join(lines)
