@@ -127,10 +127,7 @@ def dip_table() -> list[str]:
 
 def reference_table() -> list[str]:
     """MetaMMF_GCN at the shipped defaults (tiktok-gcn) against the reference settings (tiktok-reference):
-    validation Recall@20, from the trial files, or from the workers' logs of runs not finished
-    (``tiktok-reference/partial/*.log``, RecBole's own epoch lines)."""
-    import re
-
+    validation Recall@20, from the trial files."""
     ours = [t for (_, r, _), t in trials(os.path.join(ROOT, "tiktok-gcn")).items() if r == "MetaMMF_GCN"]
     if not ours:
         return []
@@ -143,16 +140,6 @@ def reference_table() -> list[str]:
     for (_, _, seed), t in sorted(refs.items()):
         lines.append(f"| reference settings | {seed} | {t['epochs_run']} | {t['best_valid_score']:.4f} "
                      f"({t['best_epoch']}) | {epoch_seconds(t):.1f} |")
-    for path in sorted(glob.glob(os.path.join(ROOT, "tiktok-reference", "partial", "*.log"))):
-        with open(path) as f:
-            text = f.read()
-        scores = [(int(e), float(v)) for e, v in re.findall(r"epoch (\d+) evaluating \[.*?valid_score: ([0-9.]+)", text)]
-        times = [float(x) for x in re.findall(r"epoch \d+ training \[time: ([0-9.]+)s", text)]
-        seed = re.search(r"seed(\d+)", os.path.basename(path))
-        if scores:
-            e, v = max(scores, key=lambda p: (p[1], -p[0]))
-            lines.append(f"| reference settings, **unfinished** (log) | {seed.group(1) if seed else '?'} | "
-                         f"{len(scores)} of 20 | {v:.4f} ({e}) | {statistics.mean(times):.1f} |")
     mean = statistics.mean(t["best_valid_score"] for t in ours)
     lines += ["", f"Shipped defaults, mean over {len(ours)} seeds: {mean:.4f}."]
     if refs:
