@@ -76,7 +76,8 @@ def main(argv=None) -> None:
                 f"final user {users.norm(dim=1).mean():.4f} item {item_vectors.norm(dim=1).mean():.4f}  "
                 f"gain {'-' if gain is None else f'{gain.abs().mean():.4f}'}  score~popularity {corr:.3f}")
 
-    say(f"init: {lengths()}")
+    result = trainer.evaluate(valid, load_best_model=False, show_progress=False)
+    say(f"init: valid Recall@20 {result['recall@20']:.4f} NDCG@20 {result['ndcg@20']:.4f}  {lengths()}")
     for epoch in range(args.epochs):
         model.train()
         loss = trainer._train_epoch(train, epoch, show_progress=False)
