@@ -289,3 +289,19 @@ def planted(tmp_path):
     """(data_root, name) of a planted dataset with visual + audio + tags modalities."""
     write_planted_dataset(tmp_path / "data")
     return tmp_path / "data", "planted"
+
+
+def assert_predict_agrees_with_full_sort(net, users=(1, 5, 9)) -> None:
+    """In eval mode, ``full_sort_predict`` of ``users`` equals ``predict`` of every (user, item) pair, and is finite."""
+    import torch
+    from recbole.data.interaction import Interaction
+
+    net.eval()
+    users = torch.tensor(list(users))
+    n_items = net.n_items
+    with torch.no_grad():
+        full = net.full_sort_predict(Interaction({net.USER_ID: users})).view(len(users), n_items)
+        pair = Interaction({net.USER_ID: users.repeat_interleave(n_items),
+                            net.ITEM_ID: torch.arange(n_items).repeat(len(users))})
+        single = net.predict(pair).view(len(users), n_items)
+    assert torch.isfinite(full).all() and torch.allclose(full, single, atol=1e-5)

@@ -17,6 +17,7 @@ from recbole.data.interaction import Interaction
 from conftest import (
     REPO,
     assert_learns_what_features_decide,
+    assert_predict_agrees_with_full_sort,
     build_model,
     cold_ranking,
     cold_ranking_ndcg,
@@ -379,13 +380,7 @@ def test_loss_terms_finite_and_gradients_reach_every_parameter(planted_roots, mo
     assert tuned == ({"content.tables.0", "content.tables.1"} if model != "LGMRec" and n_modalities == 3 else
                      {"content.tables.0"} if model != "LGMRec" else set())
     # predict and full_sort_predict agree, from one cached pair of tables
-    net.eval()
-    users, n_items = torch.tensor([1, 5, 9]), net.n_items
-    with torch.no_grad():
-        full = net.full_sort_predict(Interaction({"user_id": users})).view(3, n_items)
-        pair = Interaction({"user_id": users.repeat_interleave(n_items), "item_id": torch.arange(n_items).repeat(3)})
-        single = net.predict(pair).view(3, n_items)
-    assert torch.isfinite(full).all() and torch.allclose(full, single, atol=1e-5)
+    assert_predict_agrees_with_full_sort(net)
 
 
 @pytest.mark.parametrize("model", MODELS)

@@ -16,7 +16,13 @@ import torch
 import torch.nn.functional as F
 from recbole.data.interaction import Interaction
 
-from conftest import REPO, assert_learns_what_features_decide, build_model, write_planted_dataset
+from conftest import (
+    REPO,
+    assert_learns_what_features_decide,
+    assert_predict_agrees_with_full_sort,
+    build_model,
+    write_planted_dataset,
+)
 from recbole_metammf.layers.diffusion import Denoiser, DiffusionSchedule, timestep_embedding
 from recbole_metammf.layers.graph import bipartite_adjacency
 from recbole_metammf.model.diffmm import info_nce, with_self_loops_sym
@@ -243,14 +249,7 @@ def test_predict_agrees_with_full_sort_predict(tmp_path, with_audio):
     _, net, train, _ = build_model("DiffMM", tmp_path / "d", cl_method="pairwise", feat_transform="leaky_relu")
     assert len(net.modalities.specs) == (3 if with_audio else 2)
     net.calculate_loss(next(iter(train))).backward()
-    net.eval()
-    n_items = train._dataset.item_num
-    users = torch.tensor([1, 5, 9])
-    with torch.no_grad():
-        full = net.full_sort_predict(Interaction({"user_id": users})).view(3, n_items)
-        pair = Interaction({"user_id": users.repeat_interleave(n_items), "item_id": torch.arange(n_items).repeat(3)})
-        single = net.predict(pair).view(3, n_items)
-    assert torch.isfinite(full).all() and torch.allclose(full, single, atol=1e-5)
+    assert_predict_agrees_with_full_sort(net)
 
 
 # --- learning ------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from recbole.data.interaction import Interaction
 from conftest import (
     REPO,
     assert_learns_what_features_decide,
+    assert_predict_agrees_with_full_sort,
     build_model,
     planted_config,
     write_planted_dataset,
@@ -173,14 +174,7 @@ def test_predict_agrees_with_full_sort_predict(tmp_path, with_audio):
     _, net, train, _ = build_model("DRAGON", tmp_path / "d")
     assert len(net.modalities.specs) == (3 if with_audio else 2)
     net.calculate_loss(next(iter(train))).backward()
-    net.eval()
-    n_items = train._dataset.item_num
-    users = torch.tensor([1, 5, 9])
-    with torch.no_grad():
-        full = net.full_sort_predict(Interaction({"user_id": users})).view(3, n_items)
-        pair = Interaction({"user_id": users.repeat_interleave(n_items), "item_id": torch.arange(n_items).repeat(3)})
-        single = net.predict(pair).view(3, n_items)
-    assert torch.isfinite(full).all() and torch.allclose(full, single, atol=1e-5)
+    assert_predict_agrees_with_full_sort(net)
 
 
 def test_one_modality_works(tmp_path):
