@@ -132,3 +132,24 @@ def test_settings_map_by_meaning():
     del ours["content_reg_weight"]
     with pytest.raises(ValueError, match="no 'content_reg_weight' for MMRec's 'reg_weight'"):
         rc.mmrec_config("VBPR", ours, 7, "/data")
+
+
+def _run(recall, ndcg, best, times):
+    return {"test": {"recall@20": recall, "ndcg@20": ndcg}, "best_epoch": best, "epoch_train_times_s": times}
+
+
+def test_table_means_relative_difference_and_verdict():
+    results = {
+        "LightGCN": {"ours": {1: _run(0.0930, 0.045, 50, [1.0, 3.0]), 2: _run(0.0890, 0.043, 40, [2.0])},
+                     "reference": {1: _run(0.0900, 0.044, 45, [4.0, 4.0]), 2: _run(0.0880, 0.042, 47, [2.0])}},
+        "VBPR": {"ours": {1: _run(0.0560, 0.020, 20, [2.0])}, "reference": {1: _run(0.0450, 0.017, 30, [1.0])}},
+        "FREEDOM": {"ours": {1: _run(0.0900, 0.040, 60, [1.0])}},
+    }
+    rows = {r["model"]: r for r in rc.table_rows(results)}
+    lg = rows["LightGCN"]
+    assert lg["ours_recall@20"] == pytest.approx(0.0910) and lg["reference_recall@20"] == pytest.approx(0.0890)
+    assert lg["rel_diff_recall@20"] == pytest.approx(0.0020 / 0.0890)
+    assert lg["ours_median_epoch_s"] == 2.0 and lg["reference_median_epoch_s"] == 4.0 and lg["epoch_time_ratio"] == 0.5
+    assert lg["verdict"] == "within 5 %" and lg["ours_best_epochs"] == [50, 40]
+    assert rows["VBPR"]["verdict"] == "**to explain**" and rows["VBPR"]["explanation"].startswith("open: ")
+    assert rows["FREEDOM"]["verdict"] == "incomplete" and rows["FREEDOM"]["rel_diff_recall@20"] is None
