@@ -122,6 +122,24 @@ def dip_table() -> list[str]:
             fmt = lambda v: "—" if v is None else f"{v:.4f}"  # noqa: E731
             lines.append(f"| {t['model']} | {d} | {seed} | {t['valid_metric']} | {fmt(v0)} | {fmt(v3)} | {ok} | "
                          f"`{folder}` |")
+    # runs stopped unfinished: their worker log (RecBole's own epoch lines), named MODEL-seedN-unfinished.log
+    import re
+
+    for path in sorted(glob.glob(os.path.join(ROOT, "*", "partial", "*-unfinished.log"))):
+        folder = os.path.basename(os.path.dirname(os.path.dirname(path)))
+        model, seed = re.match(r"(.+)-seed(\d+)-unfinished", os.path.basename(path)).groups()
+        with open(path) as f:
+            text = f.read()
+        scores = dict((int(e), float(v)) for e, v in re.findall(r"epoch (\d+) evaluating \[.*?valid_score: ([0-9.]+)", text))
+        import yaml
+
+        with open(os.path.join(ROOT, f"{folder}.yaml")) as f:  # the log names neither: the folder's spec does
+            spec = yaml.safe_load(f)
+        dataset, metric = "/".join(spec["datasets"]), (spec.get("config") or {}).get("valid_metric", "?")
+        if 0 in scores and 3 in scores:
+            lines.append(f"| {model} | {dataset} | {seed} | {metric} | "
+                         f"{scores[0]:.4f} | {scores[3]:.4f} | {'yes' if scores[3] > scores[0] else '**no**'} | "
+                         f"`{folder}` (unfinished run, its log) |")
     return lines + [""]
 
 
