@@ -369,19 +369,14 @@ def run_reference(model: str, seed: int, ours_cfg: dict, args) -> dict:
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
     cmd = [sys.executable, os.path.abspath(__file__), "mmrec-driver", "--src", src,
            "--model", MODELS[model]["reference"], "--dataset", DATASET, "--config", json.dumps(config)]
-    t0 = time.perf_counter()
-    with open(log_path, "w") as log:
-        proc = subprocess.run(cmd, cwd=src, env=_env_one_thread(), stdout=log, stderr=subprocess.STDOUT)
-    wall = time.perf_counter() - t0
-    with open(log_path) as f:
-        text = f.read()
+    returncode, wall, text = _run_logged(cmd, src, log_path)
     record = {"side": "reference", "model": model, "reference_model": MODELS[model]["reference"], "seed": seed,
               "reference": "github enoche/MMRec", "reference_commit": commit, "config": config,
               "command": f"cd {shlex.quote(src)} && OMP_NUM_THREADS=1 python {shlex.quote(os.path.abspath(__file__))} "
                          f"mmrec-driver --src . --model {MODELS[model]['reference']} --dataset {DATASET} "
                          f"--config {shlex.quote(json.dumps(config))}",
               "wall_time_s": round(wall, 1), "log": log_path}
-    if proc.returncode != 0:
+    if returncode != 0:
         record.update(status="failed", error=text[-3000:])
         return record
     parsed = parse_mmrec_log(text)
@@ -390,6 +385,16 @@ def run_reference(model: str, seed: int, ours_cfg: dict, args) -> dict:
         return record
     record.update(status="ok", **parsed)
     return record
+
+
+def _run_logged(cmd: list, cwd: str, log_path: str) -> tuple[int, float, str]:
+    """Run ``cmd`` in ``cwd`` with one thread, its output into ``log_path``: (exit status, wall seconds, the log)."""
+    t0 = time.perf_counter()
+    with open(log_path, "w") as log:
+        proc = subprocess.run(cmd, cwd=cwd, env=_env_one_thread(), stdout=log, stderr=subprocess.STDOUT)
+    wall = time.perf_counter() - t0
+    with open(log_path) as f:
+        return proc.returncode, wall, f.read()
 
 
 def run_ours(model: str, seed: int, args) -> dict:
@@ -401,18 +406,13 @@ def run_ours(model: str, seed: int, args) -> dict:
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
     cmd = [sys.executable, os.path.abspath(__file__), "ours-driver", "--model", MODELS[model]["ours"],
            "--seed", str(seed), "--config", json.dumps(overrides), "--out", out]
-    t0 = time.perf_counter()
-    with open(log_path, "w") as log:
-        proc = subprocess.run(cmd, cwd=workdir, env=_env_one_thread(), stdout=log, stderr=subprocess.STDOUT)
-    wall = time.perf_counter() - t0
-    with open(log_path) as f:
-        text = f.read()
+    returncode, wall, text = _run_logged(cmd, workdir, log_path)
     record = {"side": "ours", "model": model, "ours_model": MODELS[model]["ours"], "seed": seed,
               "config": overrides, "wall_time_s": round(wall, 1), "log": log_path,
               "command": "OMP_NUM_THREADS=1 python -c 'from recbole_metammf.benchmark.trial import run_trial; "
                          f"run_trial(\"{MODELS[model]['ours']}\", \"{DATASET}\", {seed}, "
                          f"config_dict={json.dumps(overrides)})'"}
-    if proc.returncode != 0 or not os.path.isfile(out):
+    if returncode != 0 or not os.path.isfile(out):
         record.update(status="failed", error=text[-3000:])
         return record
     with open(out) as f:

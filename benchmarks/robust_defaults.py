@@ -17,8 +17,11 @@ from __future__ import annotations
 import glob
 import json
 import os
+import re
 import statistics
 import sys
+
+import yaml
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.join(HERE, "robust")
@@ -123,16 +126,12 @@ def dip_table() -> list[str]:
             lines.append(f"| {t['model']} | {d} | {seed} | {t['valid_metric']} | {fmt(v0)} | {fmt(v3)} | {ok} | "
                          f"`{folder}` |")
     # runs stopped unfinished: their worker log (RecBole's own epoch lines), named MODEL-seedN-unfinished.log
-    import re
-
     for path in sorted(glob.glob(os.path.join(ROOT, "*", "partial", "*-unfinished.log"))):
         folder = os.path.basename(os.path.dirname(os.path.dirname(path)))
         model, seed = re.match(r"(.+)-seed(\d+)-unfinished", os.path.basename(path)).groups()
         with open(path) as f:
             text = f.read()
         scores = dict((int(e), float(v)) for e, v in re.findall(r"epoch (\d+) evaluating \[.*?valid_score: ([0-9.]+)", text))
-        import yaml
-
         with open(os.path.join(ROOT, f"{folder}.yaml")) as f:  # the log names neither: the folder's spec does
             spec = yaml.safe_load(f)
         dataset, metric = "/".join(spec["datasets"]), (spec.get("config") or {}).get("valid_metric", "?")
