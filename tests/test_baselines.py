@@ -231,7 +231,7 @@ def test_lattice_learned_graph_is_sparse_and_trained(planted):
         learned = torch.zeros(n, n).index_put((rows, cols), sim, accumulate=True)
         learned = torch.from_numpy(normalise(sp.csr_matrix(learned.detach().numpy()), "sym").toarray())
         ref = ref + weights[m] * (0.1 * learned @ h + 0.9 * net.raw_adj[m].adj.to_dense() @ h)
-    assert torch.allclose(net.item_graph_propagate(h), ref.detach(), atol=1e-5)
+    assert torch.allclose(net.item_graph_propagate(h, net.item_graph()), ref.detach(), atol=1e-5)
     net.calculate_loss(next(iter(train))).sum().backward()
     assert net.modal_weight.grad.abs().sum() > 0 and net.projections[0].weight.grad.abs().sum() > 0
 

@@ -29,7 +29,11 @@ class TunableContent(nn.Module):
                 if spec.kind == "dense":
                     self.tables[str(i)] = nn.Parameter(modalities.data(i).detach().clone())  # [n_items, dim]
 
-    def forward(self, modalities) -> list[torch.Tensor]:
-        """[n_items, dim_m] per modality, in ``modalities.specs`` order."""
-        parts = modalities.per_modality()
-        return [self.tables[str(i)] if str(i) in self.tables else part for i, part in enumerate(parts)]
+    def forward(self, modalities, items: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """[n_items, dim_m] per modality, in ``modalities.specs`` order; with ``items``, their rows [n, dim_m]."""
+        parts = modalities.per_modality(items)
+        return [self._table(str(i), items) if str(i) in self.tables else part for i, part in enumerate(parts)]
+
+    def _table(self, key: str, items: torch.Tensor | None) -> torch.Tensor:
+        table = self.tables[key]
+        return table if items is None else table.index_select(0, items)

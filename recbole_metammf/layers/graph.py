@@ -29,7 +29,7 @@ def bipartite_adjacency(dataset) -> sp.csr_matrix:
 def normalise(adj: sp.csr_matrix, kind: str) -> sp.csr_matrix:
     """``mean``: D^-1 A (mean over neighbours); ``sym``: D^-1/2 A D^-1/2 (LightGCN)."""
     deg = np.asarray(adj.sum(axis=1)).flatten()
-    with np.errstate(divide="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore"):  # rows of degree <= 0 (signed weights) get 0
         if kind == "mean":
             inv = np.where(deg > 0, 1.0 / deg, 0.0)
             return sp.diags(inv.astype(np.float32)) @ adj
@@ -279,11 +279,15 @@ def knn_edges(features, k: int, chunk_size: int = 2048) -> tuple[torch.Tensor, t
     return torch.cat(rows).to(device), torch.cat(cols).to(device), torch.cat(sims).to(device)
 
 
-def knn_graph(features, k: int, weighted: bool = True, chunk_size: int = 2048) -> sp.csr_matrix:
-    """Sparse kNN graph [n, n] of :func:`knn_edges`: similarity values (``weighted``) or 1."""
+def knn_graph(features, k: int, weighted: bool = True, chunk_size: int = 2048, signed: bool = False) -> sp.csr_matrix:
+    """Sparse kNN graph [n, n] of :func:`knn_edges`: similarity values (``weighted``; clamped at 0 unless
+    ``signed``) or 1."""
     rows, cols, sims = knn_edges(features, k, chunk_size)
     n = features.shape[0]
-    values = sims.clamp_min(0).cpu().numpy() if weighted else np.ones(len(rows), dtype=np.float32)
+    if weighted:
+        values = (sims if signed else sims.clamp_min(0)).cpu().numpy()
+    else:
+        values = np.ones(len(rows), dtype=np.float32)
     return sp.csr_matrix((values.astype(np.float32), (rows.cpu().numpy(), cols.cpu().numpy())), shape=(n, n))
 
 

@@ -27,6 +27,27 @@ representations plus ``modal_loss_weight`` times, for each modality, BPR between
 and a linear projection of the positive / negative item's content (the paper's visual and
 textual terms, one per modality present). Raw content of a token modality is its bag of
 tokens as multi-hot rows (``layers/knn.py``). kNN is found in chunks: no ``n x n`` matrix.
+
+Against the reference code (MMRec's ``src/models/freedom.py`` and ``configs/model/FREEDOM.yaml``),
+the definitions differ only where a key says so; these settings reproduce the reference:
+
+* **Modality mix** of the item-item graph: the reference mixes ``mm_image_weight`` (0.1) times the
+  image graph and 0.9 times the text graph; ours ``modality_weights: ~`` weighs them equally:
+  ``modality_weights: [0.1, 0.9]`` (visual first) is the reference's.
+* **Features.** The reference reads the raw ``.npy`` features for both the kNN graph and the
+  modality projections; ours standardises the dense ones for both (``standardize_modalities``, one
+  key: the graph is always built on what the projections read). ``standardize_modalities: False``
+  is the reference's on both counts.
+* **Fine-tuned content.** The reference loads the features with ``nn.Embedding.from_pretrained(...,
+  freeze=False)``: they are parameters, trained by the modality BPR terms (the only place they are
+  read); ours keeps them fixed unless ``finetune_features: True`` (a trainable copy of each dense
+  modality, ``layers/content.py``; a token modality's embeddings are trained either way). The kNN
+  graph is built once at construction from the initial features in both (the reference builds it
+  from ``.weight.detach()`` in ``__init__`` and caches it to a file) and never rebuilt.
+* **Modality BPR weight**: the reference's ``reg_weight``, grid ``[0.0, 1e-05, 1e-04, 1e-03]``
+  (first value 0: no modality terms, the features then get no gradient); ours
+  ``modal_loss_weight: 1.0e-04``. Our own ``reg_weight`` (L2 on ID embeddings) has no counterpart
+  there (0 reproduces it).
 """
 
 import numpy as np
@@ -34,6 +55,7 @@ import torch
 import torch.nn as nn
 from recbole.model.init import xavier_uniform_initialization
 
+from recbole_metammf.layers.content import TunableContent
 from recbole_metammf.layers.graph import (
     SparseGraph,
     bipartite_adjacency,
@@ -73,8 +95,9 @@ class FREEDOM(MultimodalRecommender):
         self.item_embedding = nn.Embedding(self.n_items, self.embedding_size)
         self.projections = nn.ModuleList(nn.Linear(spec.dim, self.embedding_size) for spec in self.modalities.specs)
         self.apply(xavier_uniform_initialization)
+        self.content = TunableContent(self.modalities, config["finetune_features"])  # the modality terms' input
 
-        # graphs, built once: the frozen item-item graph and the full user-item graph (evaluation)
+        # graphs, built once: the frozen item-item graph (initial content) and the full user-item graph (evaluation)
         mm_adj = sum(
             w * normalise(knn_graph(raw, self.knn_k, weighted=False, chunk_size=config["knn_chunk_size"]), "sym")
             for w, raw in zip(weights, raw_modalities(self.modalities))
@@ -119,7 +142,7 @@ class FREEDOM(MultimodalRecommender):
             u_e = self._batch_user_e  # [batch, d]
             pos, neg = interaction[self.ITEM_ID], interaction[self.NEG_ITEM_ID]
             for proj, pos_c, neg_c in zip(
-                self.projections, self.modalities.per_modality(pos), self.modalities.per_modality(neg)
+                self.projections, self.content(self.modalities, pos), self.content(self.modalities, neg)
             ):
                 pos_score = (u_e * proj(pos_c)).sum(-1)
                 neg_score = (u_e * proj(neg_c)).sum(-1)
