@@ -29,7 +29,9 @@ imports it). MMRec's ``utils/data_utils.py`` imports ``torchvision`` for raw ima
 model here uses (``use_raw_features: False``) and whose wheel would replace the project's torch:
 the driver gives MMRec a stand-in module for it whose functions raise if called. MMRec's
 ``utils/metrics.py`` uses ``np.float``, which numpy 1.24 removed: the driver restores the alias
-(``float``, what it always meant).
+(``float``, what it always meant). MMRec's LATTICE calls ``.cuda()`` on its raw-content graphs
+whatever ``use_gpu`` says: on a machine without CUDA the driver makes ``Tensor.cuda`` return the
+tensor itself (it stays on the CPU, where everything else is).
 """
 
 from __future__ import annotations
@@ -239,8 +241,20 @@ def _freedom_image_weight(cfg: dict) -> float:
     return float(weights[fields.index("visual")]) / float(sum(weights))
 
 
+def _lattice_weight_size(cfg: dict) -> list:
+    """MMRec's LATTICE runs ``len(weight_size)`` LightGCN layers (the sizes themselves are for its NGCF)."""
+    return [int(cfg["embedding_size"])] * int(cfg["n_ui_layers"])
+
+
+def _content_reg_weight(cfg: dict) -> float:
+    """Our L2 weight on the scored vectors (``content_reg_weight``); 0 where the model has none set."""
+    return float(cfg.get("content_reg_weight") or 0.0)
+
+
 # MMRec key <- our key (or a function of our resolved config). Settings MMRec has and we do not
 # keep MMRec's own value (first grid value where its YAML gives a list: see ``mmrec_first``).
+# ``ours_set``: settings our side is given for the check (after the model YAML, before ``--set``):
+# our keys whose reference value MMRec hard-codes rather than reads from a config.
 MODELS = {
     "LightGCN": {
         "ours": "LightGCN", "reference": "LightGCN",
@@ -261,8 +275,26 @@ MODELS = {
         "map": {**_same("embedding_size", "knn_k", "n_mm_layers", "n_ui_layers"),
                 "feat_embed_dim": "embedding_size", "dropout": "edge_prune_ratio",
                 "reg_weight": "modal_loss_weight", "mm_image_weight": _freedom_image_weight},
+        "ours_set": {"finetune_features": True},  # MMRec: from_pretrained(..., freeze=False)
         "notes": "Issue 22 lists the definitional differences (graph mix, standardised features, frozen "
-                 "content, modality-BPR weight); the mix and weight are set equal here, the rest stay.",
+                 "content, modality-BPR weight); the mix, the weight and fine-tuned content are set equal "
+                 "here, standardised features stay (`--set '{\"standardize_modalities\": false}'` reads "
+                 "them raw, as MMRec).",
+    },
+    "LATTICE": {
+        "ours": "LATTICE", "reference": "LATTICE",
+        # MMRec's reg_weight: 1/2 the squared norms of the batch's final user / item vectors over the batch
+        # size = our content_reg_weight with require_pow (0 on both sides by default: MMRec's first grid value)
+        "map": {**_same("embedding_size", "knn_k", "lambda_coeff", "n_layers"),
+                "feat_embed_dim": "feat_embedding_size", "weight_size": _lattice_weight_size,
+                "reg_weight": _content_reg_weight},
+        "ours_set": {"ui_graph_norm": "mean_self_loops", "item_graph_mode": "mix_first",
+                     "item_graph_update": "first_batch", "finetune_features": True, "require_pow": True},
+        "notes": "Ours is run with the keys that reproduce MMRec's definitions (issue 22: D~^-1 (A + I) "
+                 "user-item graph, signed cosines mixed before normalising, graph built on each epoch's "
+                 "first batch and at evaluation, fine-tuned content); standardised features stay (`--set "
+                 "'{\"standardize_modalities\": false}'` reads them raw, as MMRec). MMRec decays the "
+                 "learning rate by 0.96^(epoch/50) (its LATTICE.yaml); ours does not.",
     },
 }
 
@@ -328,6 +360,12 @@ def ours_overrides(data_path: str) -> dict:
     return out
 
 
+def ours_config(model: str, data_path: str, extra: dict) -> dict:
+    """Everything our side of ``model`` is given besides its YAMLs: the data and test mask, the model's
+    ``ours_set``, then ``--set``."""
+    return {**ours_overrides(data_path), **MODELS[model].get("ours_set", {}), **extra}
+
+
 def resolve_ours(model: str, data_path: str, extra: dict) -> dict:
     """Our resolved config for ``model`` on the dataset (RecBole's Config, no data loaded)."""
     sys.path.insert(0, REPO)
@@ -335,7 +373,7 @@ def resolve_ours(model: str, data_path: str, extra: dict) -> dict:
     from recbole.config import Config
 
     sys.argv = sys.argv[:1]  # RecBole's Config also reads the command line
-    cfg = Config(model=MODELS[model]["ours"], dataset=DATASET, config_dict={**ours_overrides(data_path), **extra})
+    cfg = Config(model=MODELS[model]["ours"], dataset=DATASET, config_dict=ours_config(model, data_path, extra))
     return {k: v for k, v in cfg.final_config_dict.items() if isinstance(v, (int, float, str, list, dict, type(None)))}
 
 
@@ -401,7 +439,7 @@ def run_ours(model: str, seed: int, args) -> dict:
     workdir = os.path.join(args.scratch, "ours-run")  # RecBole writes log/ and saved/ under its cwd
     os.makedirs(workdir, exist_ok=True)
     out = os.path.join(workdir, f"{model}__ours__seed{seed}.trial.json")
-    overrides = {**ours_overrides(args.data_path), **args.extra}
+    overrides = ours_config(model, args.data_path, args.extra)
     log_path = os.path.join(args.scratch, "logs", f"{model}__ours__seed{seed}.log")
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
     cmd = [sys.executable, os.path.abspath(__file__), "ours-driver", "--model", MODELS[model]["ours"],
@@ -481,6 +519,8 @@ def cmd_mmrec_driver(args) -> None:
     import numpy as np
 
     torch.set_num_threads(1)
+    if not torch.cuda.is_available():  # MMRec's LATTICE moves its raw-content graphs with .cuda() whatever the device
+        torch.Tensor.cuda = lambda self, *args, **kwargs: self
     if "float" not in np.__dict__:  # MMRec's metrics.py uses the alias numpy 1.24 removed (it meant float)
         np.float = float
     os.chdir(args.src)
@@ -660,7 +700,9 @@ def write_table() -> None:
     for model, spec in MODELS.items():
         pairs = {**TRAINING_MAP, **spec["map"]}
         text = ", ".join(f"`{k}` <- " + (f"`{v}`" if isinstance(v, str) else f"({v.__name__})") for k, v in pairs.items())
-        lines.append(f"* **{model}** (MMRec `{spec['reference']}`): {text}. {spec['notes']}")
+        fixed = ", ".join(f"`{k}: {json.dumps(v)}`" for k, v in spec.get("ours_set", {}).items())
+        fixed = f" Ours is given {fixed}." if fixed else ""
+        lines.append(f"* **{model}** (MMRec `{spec['reference']}`): {text}.{fixed} {spec['notes']}")
     lines += [
         "",
         "Everything else is each side's own default (MMRec's `overall.yaml` and model YAML, first grid value "

@@ -134,6 +134,43 @@ def test_settings_map_by_meaning():
         rc.mmrec_config("VBPR", ours, 7, "/data")
 
 
+def test_lattice_settings_map_and_our_reference_keys(tmp_path):
+    ours = {"learning_rate": 0.0005, "train_batch_size": 2048, "epochs": 100, "stopping_step": 10,
+            "embedding_size": 64, "feat_embedding_size": 32, "knn_k": 10, "lambda_coeff": 0.9, "n_layers": 1,
+            "n_ui_layers": 3, "reg_weight": 0.0}
+    cfg = rc.mmrec_config("LATTICE", ours, 7, "/data")
+    assert cfg["feat_embed_dim"] == 32 and cfg["lambda_coeff"] == 0.9 and cfg["learning_rate"] == 0.0005
+    assert cfg["weight_size"] == [64, 64, 64]  # MMRec's LightGCN layers = len(weight_size)
+    assert cfg["reg_weight"] == 0.0  # ours has no L2 on the scored vectors unless content_reg_weight is set
+    assert rc.mmrec_config("LATTICE", {**ours, "content_reg_weight": 1e-4}, 7, "/data")["reg_weight"] == 1e-4
+    # our side: the model's reference keys over the YAML, --set over both
+    given = rc.ours_config("LATTICE", str(tmp_path), {"item_graph_update": "every_step"})
+    assert given["data_path"] == str(tmp_path) and given["ui_graph_norm"] == "mean_self_loops"
+    assert given["item_graph_mode"] == "mix_first" and given["finetune_features"] is True
+    assert given["require_pow"] is True and given["item_graph_update"] == "every_step"
+    assert rc.ours_config("FREEDOM", str(tmp_path), {})["finetune_features"] is True
+    assert "finetune_features" not in rc.ours_config("VBPR", str(tmp_path), {})
+
+
+def test_our_reference_keys_are_the_models_own():
+    """Every key ``ours_set`` gives is one the model's YAML defines (or the base class reads: require_pow),
+    of the YAML value's type, and LATTICE's choices are values the model accepts (no typo runs the default)."""
+    import yaml
+
+    base_keys = {"require_pow"}  # MultimodalRecommender reads it when given
+    for model, spec in rc.MODELS.items():
+        path = REPO / "properties" / "model" / f"{spec['ours']}.yaml"
+        defined = yaml.safe_load(path.read_text()) if path.is_file() else {}
+        for key, value in spec.get("ours_set", {}).items():
+            assert key in defined or key in base_keys, (model, key)
+            assert type(value) is type(defined.get(key, value)), (model, key)
+    from recbole_metammf.model import lattice
+
+    set_ = rc.MODELS["LATTICE"]["ours_set"]
+    assert set_["ui_graph_norm"] in lattice.UI_GRAPH_NORMS and set_["item_graph_mode"] in lattice.ITEM_GRAPH_MODES
+    assert set_["item_graph_update"] in lattice.ITEM_GRAPH_UPDATES
+
+
 def _run(recall, ndcg, best, times):
     return {"test": {"recall@20": recall, "ndcg@20": ndcg}, "best_epoch": best, "epoch_train_times_s": times}
 
