@@ -19,9 +19,18 @@ For each model that MMRec (github enoche/MMRec) also implements, this script
    ``benchmarks/reference_check/`` (one JSON per side / model / seed; a run whose file exists is
    not run again, so later sessions add models and seeds).
 
+DiffMM is not in MMRec: its reference is the authors' code (github HKUDS/DiffMM), extracted from a git
+snapshot into the scratch folder and patched there at run time (``DIFFMM_PATCHES``: CPU instead of CUDA,
+validation on ``valMat.pkl`` every epoch beside their test, early stopping on it, epoch timing, a final line
+with the validation-selected epoch's test figures), run on a copy of the shared DiffMM-layout TikTok folder
+our ``tiktok-diffmm`` was converted from (each run checks both hold the same split); its output is parsed
+into the same record fields (``run_diffmm_reference``).
+
 One training at a time (the machine's cores are shared). Usage::
 
     python benchmarks/reference_check.py run --models LightGCN VBPR --seeds 2020 2021 2022
+    python benchmarks/reference_check.py run --models DiffMM --seeds 2020 2021 2022   # the authors' DiffMM
+    python benchmarks/reference_check.py diffmm-reference --seed 2020 --set '{"epochs": 2}' --out /tmp/x.json
     python benchmarks/reference_check.py table          # rewrite the md / csv from the JSONs
 
 MMRec's needs beyond the project's: ``lmdb`` (``pip install lmdb``; MMRec's dataset module
@@ -251,6 +260,36 @@ def _content_reg_weight(cfg: dict) -> float:
     return float(cfg.get("content_reg_weight") or 0.0)
 
 
+def _diffmm_trans(cfg: dict) -> int:
+    """DiffMM's ``--trans``: 1 = a Linear per modality (ours ``linear``), 0 = weight matrix + LeakyReLU."""
+    value = str(cfg.get("feat_transform")).lower()
+    if value not in DIFFMM_TRANS:
+        raise ValueError(f"DiffMM: feat_transform {cfg.get('feat_transform')!r} has no --trans in the reference "
+                         f"(one of {sorted(DIFFMM_TRANS)})")
+    return DIFFMM_TRANS[value]
+
+
+def _diffmm_cl_method(cfg: dict) -> int:
+    """DiffMM's ``--cl_method``: 1 = each modality view against the main output (ours ``main``), 0 = pairs."""
+    value = str(cfg.get("cl_method")).lower()
+    if value not in DIFFMM_CL_METHOD:
+        raise ValueError(f"DiffMM: cl_method {cfg.get('cl_method')!r} has no --cl_method in the reference "
+                         f"(one of {sorted(DIFFMM_CL_METHOD)})")
+    return DIFFMM_CL_METHOD[value]
+
+
+def _diffmm_dims(cfg: dict) -> str:
+    """DiffMM's ``--dims``: the denoiser's hidden widths as the list literal its Main.py evaluates."""
+    dims = cfg.get("denoise_dims")
+    if not isinstance(dims, (list, tuple)) or not dims or not all(isinstance(d, int) for d in dims):
+        raise ValueError(f"DiffMM: denoise_dims must be a list of int, got {dims!r}")
+    return "[" + ", ".join(str(d) for d in dims) + "]"
+
+
+DIFFMM_TRANS = {"linear": 1, "leaky_relu": 0}
+DIFFMM_CL_METHOD = {"main": 1, "pairwise": 0}
+
+
 # MMRec key <- our key (or a function of our resolved config). Settings MMRec has and we do not
 # keep MMRec's own value (first grid value where its YAML gives a list: see ``mmrec_first``).
 # ``ours_set``: settings our side is given for the check (after the model YAML, before ``--set``):
@@ -295,6 +334,28 @@ MODELS = {
                  "first batch and at evaluation, fine-tuned content); standardised features stay (`--set "
                  "'{\"standardize_modalities\": false}'` reads them raw, as MMRec). MMRec decays the "
                  "learning rate by 0.96^(epoch/50) (its LATTICE.yaml); ours does not.",
+    },
+    "DiffMM": {
+        # not in MMRec: the authors' code (github HKUDS/DiffMM), patched at run time (run_diffmm_reference);
+        # keys are its Main.py arguments (Params.py), stopping_step the one the patch adds
+        "ours": "DiffMM", "reference": "DiffMM", "reference_repo": "HKUDS/DiffMM",
+        "reference_label": "HKUDS/DiffMM `Main.py` arguments",
+        "training_map": {"lr": "learning_rate", "batch": "train_batch_size", "epoch": "epochs",
+                         "stopping_step": "stopping_step"},
+        "map": {"latdim": "embedding_size", "gnn_layer": "n_layers", "trans": _diffmm_trans, "reg": "reg_weight",
+                "ssl_reg": "ssl_reg", "temp": "temperature", "cl_method": _diffmm_cl_method, "keepRate": "keep_rate",
+                "ris_lambda": "ris_lambda", "ris_adj_lambda": "ris_adj_lambda", "dims": _diffmm_dims,
+                "d_emb_size": "time_emb_size", "norm": "denoise_norm", "steps": "steps",
+                "noise_scale": "noise_scale", "noise_min": "noise_min", "noise_max": "noise_max",
+                "sampling_noise": "sampling_noise", "sampling_steps": "sampling_steps", "rebuild_k": "rebuild_k",
+                "e_loss": "e_loss"},
+        "notes": "Our YAML's defaults are the README's TikTok command (`--reg 1e-4 --ssl_reg 1e-2 --epoch 50 "
+                 "--trans 1 --e_loss 0.1 --cl_method 1`) and Params.py's defaults. Checked equal, no argument: "
+                 "`diffusion_batch_size` (their `batch` serves both parts), `diffusion_learning_rate` (their `lr` "
+                 "serves both), `denoise_dropout` (their Denoise's fixed 0.5), `modality_fields` [visual, acoustic]. "
+                 "Given by the script: `--data tiktok-diffmm --data_dir` (the copy below), `--seed`, `--topk 20`, "
+                 "`--tstEpoch 1`; the rest Params.py's defaults (`tstBat` 256). Ours standardises the features "
+                 "(their code reads them raw).",
     },
 }
 
@@ -497,7 +558,9 @@ def cmd_run(args) -> None:
                 if side == "ours":
                     record = run_ours(model, seed, args)
                 else:
-                    record = run_reference(model, seed, resolve_ours(model, args.data_path, args.extra), args)
+                    diffmm = MODELS[model].get("reference_repo") == "HKUDS/DiffMM"
+                    runner = run_diffmm_reference if diffmm else run_reference
+                    record = runner(model, seed, resolve_ours(model, args.data_path, args.extra), args)
                 _write_json(path, _stamp(record))
                 test = record.get("test", {})
                 print(f"  {record['status']}: test recall@20 {test.get('recall@20')} ndcg@20 {test.get('ndcg@20')} "
@@ -563,6 +626,374 @@ def cmd_ours_driver(args) -> None:
     if record.get("status") != "ok":
         print(record.get("traceback") or record.get("error"), file=sys.stderr)
         sys.exit(1)
+
+
+# ---------------------------------------------------------------------------------------------
+# DiffMM: its authors' code (github HKUDS/DiffMM), patched in a scratch copy
+# ---------------------------------------------------------------------------------------------
+
+DEFAULT_DIFFMM_MIRROR = "/work/.mirror/HKUDS+DiffMM/repo"
+DEFAULT_DIFFMM_DATA = "/work/shared/data/tiktok-diffmm"
+DIFFMM_CODE = ("Main.py", "Model.py", "DataHandler.py", "Params.py", "Utils")  # what is extracted (no Datasets/)
+# the copy their DataHandler reads: file in the copy <- file in the shared folder. The shared folder has no
+# text_feat.npy, so our acoustic modality takes their text slot (as in MMRec's layout above), and the run's
+# --data is a name other than 'tiktok', which selects their two-modality path (image + text slot).
+DIFFMM_DATA_FILES = {"trnMat.pkl": "trnMat.pkl", "valMat.pkl": "valMat.pkl", "tstMat.pkl": "tstMat.pkl",
+                     "image_feat.npy": "image_feat.npy", "text_feat.npy": "audio_feat.npy"}
+DIFFMM_DATA_NAME = "tiktok-diffmm"
+DIFFMM_SPLIT_FILES = {"train": "trnMat.pkl", "valid": "valMat.pkl", "test": "tstMat.pkl"}
+DIFFMM_DENOISE_DROPOUT = 0.5  # Model.py's Denoise(dropout=0.5) default; Main.py never sets it
+DIFFMM_TOPK = 20
+
+_DIFFMM_NEW_ARGS = (
+    "\tparser.add_argument('--data_dir', type=str, default='', help='refcheck: folder of trnMat.pkl / valMat.pkl / "
+    "tstMat.pkl and the feature files (empty: ./Datasets/NAME/)')\n"
+    "\tparser.add_argument('--stopping_step', type=int, default=-1, help='refcheck: stop after this many more epochs "
+    "without a validation Recall as high as the best (-1: never)')\n")
+
+_DIFFMM_VALID_AND_STOP = (
+    "\t\t\t\tlog(self.makePrint('Test', ep, reses, tstFlag))\n"
+    "\t\t\t\ttstReses = reses\n"
+    "\t\t\t\treses = self.testEpoch(self.handler.valLoader)\n"
+    "\t\t\t\tlog(self.makePrint('Valid', ep, reses, False))\n"
+    "\t\t\t\tprint('refcheck epoch %d valid recall@%d %.10g ndcg@%d %.10g test recall@%d %.10g ndcg@%d %.10g' % ("
+    "ep, args.topk, reses['Recall'], args.topk, reses['NDCG'], args.topk, tstReses['Recall'], args.topk, "
+    "tstReses['NDCG']))\n"
+    "\t\t\t\tif reses['Recall'] >= valBest:\n"
+    "\t\t\t\t\tvalBest, valEpoch, valReses, valTstReses, valWait = reses['Recall'], ep, reses, tstReses, 0\n"
+    "\t\t\t\telse:\n"
+    "\t\t\t\t\tvalWait += 1\n"
+    "\t\t\t\t\tif args.stopping_step >= 0 and valWait > args.stopping_step:\n"
+    "\t\t\t\t\t\tvalStopped = 1\n"
+    "\t\t\t\t\t\tbreak\n")
+
+_DIFFMM_THEIR_BEST = ("\t\tprint('Best epoch : ', bestEpoch, ' , Recall : ', recallMax, ' , NDCG : ', ndcgMax, "
+                      "' , Precision', precisionMax)\n")
+
+# (file, text, replacement, how many times the text must occur, what it does). Applied in this order to the
+# extracted files; every count is checked before anything is written (diffmm_patch).
+DIFFMM_PATCHES = (
+    ("Main.py", ".cuda()", "", 16, "CPU: every `.cuda()` removed (Main.py 16, Model.py 12, DataHandler.py 2, "
+                                   "Utils/Utils.py 1)"),
+    ("Model.py", ".cuda()", "", 12, None),
+    ("DataHandler.py", ".cuda()", "", 2, None),
+    ("Utils/Utils.py", ".cuda()", "", 1, None),
+    ("Main.py", "import setproctitle\n", "", 1, "Main.py's unused `import setproctitle` removed (not installed here)"),
+    ("Main.py", "import os\n", "import os\nimport time\n", 1, "Main.py imports `time` (for the epoch timing)"),
+    ("Params.py", "\treturn parser.parse_args()\n", _DIFFMM_NEW_ARGS + "\treturn parser.parse_args()\n", 1,
+     "Params.py: two new arguments, `--data_dir` (the data folder) and `--stopping_step` (patience, -1 = never)"),
+    ("DataHandler.py", "\t\tself.predir = predir\n",
+     "\t\tif args.data_dir:\n\t\t\tpredir = args.data_dir.rstrip('/') + '/'\n\t\tself.predir = predir\n", 1,
+     "DataHandler reads `--data_dir` when given (else their `./Datasets/NAME/`)"),
+    ("DataHandler.py", "\t\tself.tstfile = predir + 'tstMat.pkl'\n",
+     "\t\tself.tstfile = predir + 'tstMat.pkl'\n\t\tself.valfile = predir + 'valMat.pkl'\n", 1,
+     "DataHandler loads valMat.pkl (their code never does) ..."),
+    ("DataHandler.py",
+     "\t\tself.tstLoader = dataloader.DataLoader(tstData, batch_size=args.tstBat, shuffle=False, num_workers=0)\n",
+     "\t\tself.tstLoader = dataloader.DataLoader(tstData, batch_size=args.tstBat, shuffle=False, num_workers=0)\n"
+     "\t\tvalData = TstData(self.loadOneFile(self.valfile), trnMat)\n"
+     "\t\tself.valLoader = dataloader.DataLoader(valData, batch_size=args.tstBat, shuffle=False, num_workers=0)\n", 1,
+     "... into a `valLoader` built as their test loader (their `TstData`: each user's training items masked)"),
+    ("Main.py", "\tdef testEpoch(self):\n\t\ttstLoader = self.handler.tstLoader\n",
+     "\tdef testEpoch(self, tstLoader=None):\n\t\ttstLoader = self.handler.tstLoader if tstLoader is None else "
+     "tstLoader\n", 1, "`testEpoch` takes the loader to evaluate (default: the test loader, as before) ..."),
+    ("Main.py", "self.handler.tstLoader.dataset.tstLocs", "tstLoader.dataset.tstLocs", 1,
+     "... and scores against that loader's items"),
+    ("Main.py", "\t\tbestEpoch = 0\n",
+     "\t\tbestEpoch = 0\n\t\tvalBest, valEpoch, valReses, valTstReses, valWait, valStopped = float('-inf'), None, "
+     "None, None, 0, 0\n", 1, "`run` keeps the best validation epoch beside their best test epoch"),
+    ("Main.py", "\t\t\treses = self.trainEpoch()\n",
+     "\t\t\trefcheckStart = time.perf_counter()\n\t\t\treses = self.trainEpoch()\n"
+     "\t\t\tprint('refcheck epoch %d train_time %.4fs' % (ep, time.perf_counter() - refcheckStart))\n", 1,
+     "`trainEpoch` timed (diffusion step, graph rebuild and recommender step): `refcheck epoch N train_time Xs`"),
+    ("Main.py", "\t\t\t\tlog(self.makePrint('Test', ep, reses, tstFlag))\n", _DIFFMM_VALID_AND_STOP, 1,
+     "after their test evaluation of each epoch: validation, a `Valid` line in their format, a `refcheck epoch N "
+     "valid ... test ...` line; the best validation Recall@20 (ties to the later epoch, as RecBole) is kept and "
+     "training stops after `stopping_step` more epochs without one as high (RecBole's rule)"),
+    ("Main.py", _DIFFMM_THEIR_BEST,
+     _DIFFMM_THEIR_BEST + "\t\tif valEpoch is not None:\n"
+     "\t\t\tprint('refcheck selected epoch %d stopped_early %d valid recall@%d %.10g ndcg@%d %.10g test recall@%d "
+     "%.10g ndcg@%d %.10g' % (valEpoch, valStopped, args.topk, valReses['Recall'], args.topk, valReses['NDCG'], "
+     "args.topk, valTstReses['Recall'], args.topk, valTstReses['NDCG']))\n", 1,
+     "after their `Best epoch : ...` line (best test epoch, the literature's number, kept as a diagnostic): "
+     "`refcheck selected epoch N ...` with the validation-selected epoch's test Recall@20 / NDCG@20"),
+)
+
+
+def diffmm_patch(root: str, patches=DIFFMM_PATCHES) -> list[str]:
+    """Apply ``patches`` (file, text, replacement, expected count, description) to the files under ``root``, in
+    order. Every text must occur exactly its expected number of times at its turn, else ``ValueError`` naming the
+    file, the text and the count found; all counts are checked before any file is written, so a failure leaves
+    the files as they were. Returns the descriptions (the patch list a run records)."""
+    texts: dict[str, str] = {}
+    for name, old, new, count, _ in patches:
+        path = os.path.join(root, name)
+        if name not in texts:
+            if not os.path.isfile(path):
+                raise ValueError(f"{path}: missing; the DiffMM patch expects it (a changed upstream?)")
+            with open(path, newline="") as f:  # line endings kept (their Params.py has CRLF ones)
+                texts[name] = f.read()
+        if "\r\n" in texts[name]:
+            old, new = old.replace("\n", "\r\n"), new.replace("\n", "\r\n")
+        found = texts[name].count(old)
+        if found != count:
+            raise ValueError(f"{path}: the DiffMM patch expects {old!r} {count} time(s), found {found} "
+                             "(a changed upstream?)")
+        texts[name] = texts[name].replace(old, new)
+    for name, text in texts.items():
+        path = os.path.join(root, name)
+        with open(path + ".tmp", "w", newline="") as f:
+            f.write(text)
+        os.replace(path + ".tmp", path)
+    return [d for *_, d in patches if d]
+
+
+def _diffmm_patch_id(patches=DIFFMM_PATCHES) -> str:
+    """A digest of the patch list and the patcher: a copy patched otherwise is rebuilt."""
+    import hashlib
+    import inspect
+
+    return hashlib.sha256((repr(patches) + inspect.getsource(diffmm_patch)).encode()).hexdigest()[:12]
+
+
+def diffmm_checkout(mirror: str, dest: str) -> tuple[str, str]:
+    """The mirror's HEAD (their code files only, ``git archive``) extracted and patched in ``dest``; reused when
+    its marker names the same commit and patch set. Returns (the folder, the commit). Extraction and patching
+    happen in a temporary folder renamed at the end, so a failure leaves no half-patched copy."""
+    import shutil
+
+    commit = subprocess.run(["git", "--git-dir", mirror, "rev-parse", "HEAD"], check=True,
+                            capture_output=True, text=True).stdout.strip()
+    marker = os.path.join(dest, "REFCHECK_COMMIT")
+    stamp = f"{commit} patches {_diffmm_patch_id()}"
+    if os.path.isfile(marker):
+        with open(marker) as f:
+            if f.read().strip() == stamp:
+                return dest, commit
+    tmp = dest + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    archive = subprocess.run(["git", "--git-dir", mirror, "archive", commit, *DIFFMM_CODE], check=True,
+                             capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
+    diffmm_patch(tmp)
+    with open(os.path.join(tmp, "REFCHECK_COMMIT"), "w") as f:
+        f.write(stamp + "\n")
+    shutil.rmtree(dest, ignore_errors=True)
+    os.replace(tmp, dest)
+    return dest, commit
+
+
+def diffmm_same_split(shared_dir: str, atomic_dir: str, name: str = DATASET) -> dict:
+    """Check that the shared DiffMM-layout folder (what their code reads) and our converted dataset hold the same
+    (user, item) pairs in each part of the split, user / item ids = the matrices' row / column indices = our
+    tokens. The pickles are read with the converters' safe COO loader (no code runs). Returns the pair counts
+    and the matrix shape; ``ValueError`` naming the files on any difference."""
+    sys.path.insert(0, REPO)
+    from dataset_converters.safe_io import load_coo_pickle
+
+    counts, shape = {}, None
+    for part, file_name in DIFFMM_SPLIT_FILES.items():
+        pkl = os.path.join(shared_dir, file_name)
+        row, col, data, part_shape = load_coo_pickle(pkl)
+        shape = shape or part_shape
+        theirs = set(zip(row[data != 0].tolist(), col[data != 0].tolist()))
+        inter = os.path.join(atomic_dir, f"{name}.{part}.inter")
+        frame = _read_atomic(inter)
+        ours = set(zip(map(int, frame["user_id"]), map(int, frame["item_id"])))
+        if theirs != ours:
+            only_theirs, only_ours = sorted(theirs - ours), sorted(ours - theirs)
+            raise ValueError(f"{pkl} and {inter} differ: {len(only_theirs)} (user, item) pair(s) only in the pickle "
+                             f"(first {only_theirs[:1]}), {len(only_ours)} only in ours (first {only_ours[:1]}); "
+                             "both sides must see the same split")
+        counts[part] = len(ours)
+    return {"pairs": counts, "shape": list(shape)}
+
+
+def diffmm_data_copy(shared_dir: str, dest: str) -> str:
+    """Copy the files their DataHandler reads (``DIFFMM_DATA_FILES``) into ``dest`` (written under temporary
+    names, then renamed); returns ``dest``."""
+    import shutil
+
+    os.makedirs(dest, exist_ok=True)
+    for ours_name, shared_name in DIFFMM_DATA_FILES.items():
+        src = os.path.join(shared_dir, shared_name)
+        if not os.path.isfile(src):
+            raise FileNotFoundError(f"{src}: missing; DiffMM's reference reads it (as {ours_name})")
+        shutil.copyfile(src, os.path.join(dest, ours_name + ".tmp"))
+    for ours_name in DIFFMM_DATA_FILES:
+        os.replace(os.path.join(dest, ours_name + ".tmp"), os.path.join(dest, ours_name))
+    return dest
+
+
+def diffmm_reference_args(ours_cfg: dict, seed: int, data_dir: str) -> dict:
+    """Their Main.py arguments (name -> value, in order) from our resolved DiffMM config: ``MODELS["DiffMM"]``'s
+    maps, then what the script fixes (data, seed, top-K, evaluation every epoch). Settings of ours that their
+    code has no argument for must equal what it does, else ``ValueError``."""
+    spec = MODELS["DiffMM"]
+    problems = []
+    if ours_cfg.get("diffusion_batch_size") not in (None, ours_cfg.get("train_batch_size")):
+        problems.append(f"diffusion_batch_size {ours_cfg.get('diffusion_batch_size')} != train_batch_size "
+                        f"{ours_cfg.get('train_batch_size')} (their --batch serves both)")
+    if ours_cfg.get("diffusion_learning_rate") not in (None, ours_cfg.get("learning_rate")):
+        problems.append(f"diffusion_learning_rate {ours_cfg.get('diffusion_learning_rate')} != learning_rate "
+                        f"{ours_cfg.get('learning_rate')} (their --lr serves both)")
+    if ours_cfg.get("denoise_dropout") != DIFFMM_DENOISE_DROPOUT:
+        problems.append(f"denoise_dropout {ours_cfg.get('denoise_dropout')} != their fixed {DIFFMM_DENOISE_DROPOUT}")
+    if list(ours_cfg.get("modality_fields") or []) != ["visual", "acoustic"]:
+        problems.append(f"modality_fields {ours_cfg.get('modality_fields')} != ['visual', 'acoustic'] (their "
+                        "image and text slots)")
+    if problems:
+        raise ValueError("DiffMM: our settings have no counterpart in the reference: " + "; ".join(problems))
+    out = {}
+    for ref_key, ours_key in {**spec["training_map"], **spec["map"]}.items():
+        value = ours_key(ours_cfg) if callable(ours_key) else ours_cfg.get(ours_key)
+        if value is None:
+            raise ValueError(f"DiffMM: our config has no {ours_key!r} for the reference's --{ref_key}")
+        out[ref_key] = value
+    out.update({"data": DIFFMM_DATA_NAME, "data_dir": data_dir, "seed": int(seed), "topk": DIFFMM_TOPK,
+                "tstEpoch": 1})
+    return out
+
+
+def diffmm_argv(args: dict) -> list[str]:
+    """The command-line form of :func:`diffmm_reference_args`. Their booleans are ``type=bool`` (any non-empty
+    string is True), so False is passed as the empty string and True as ``1``."""
+    argv = []
+    for key, value in args.items():
+        argv += [f"--{key}", ("1" if value else "") if isinstance(value, bool) else str(value)]
+    return argv
+
+
+_DIFFMM_EVAL = re.compile(r"refcheck epoch (\d+) valid recall@(\d+) (\S+) ndcg@\d+ (\S+) test recall@\d+ (\S+) "
+                          r"ndcg@\d+ (\S+)")
+_DIFFMM_TIME = re.compile(r"refcheck epoch (\d+) train_time ([0-9.]+)s")
+_DIFFMM_SELECTED = re.compile(r"refcheck selected epoch (\d+) stopped_early (\d) valid recall@(\d+) (\S+) "
+                              r"ndcg@\d+ (\S+) test recall@\d+ (\S+) ndcg@\d+ (\S+)")
+_DIFFMM_BEST_TEST = re.compile(r"Best epoch :\s+(\d+)\s+, Recall :\s+(\S+)\s+, NDCG :\s+(\S+)\s+, Precision\s+(\S+)")
+
+
+def parse_diffmm_log(text: str) -> dict:
+    """The patched DiffMM's output (their ``\\r`` progress lines included) -> the fields ``run_reference``
+    records: the validation curve, every epoch's training seconds, the validation-selected epoch and its test
+    Recall / NDCG (from the patch's ``refcheck`` lines, 10 significant digits), and their own best-test line
+    as ``reference_best_test`` (a diagnostic). ``ValueError`` if the selected epoch is not the last one with
+    the highest validation Recall or its figures differ from that epoch's line."""
+    evals = {}
+    for m in _DIFFMM_EVAL.finditer(text):
+        k, ep = m.group(2), int(m.group(1))
+        if ep in evals:
+            raise ValueError(f"DiffMM log: epoch {ep} evaluated twice")
+        evals[ep] = {"valid": {f"recall@{k}": float(m.group(3)), f"ndcg@{k}": float(m.group(4))},
+                     "test": {f"recall@{k}": float(m.group(5)), f"ndcg@{k}": float(m.group(6))}, "k": k}
+    times = [float(m.group(2)) for m in _DIFFMM_TIME.finditer(text)]
+    order = sorted(evals)
+    out = {
+        "epochs_run": len(order),
+        "best_epoch": None,
+        "stopped_early": False,
+        "epoch_train_times_s": times,
+        "median_epoch_s": statistics.median(times) if times else None,
+        "valid_curve": [[e, evals[e]["valid"][f"recall@{evals[e]['k']}"]] for e in order],
+    }
+    m = _DIFFMM_BEST_TEST.search(text)
+    if m:
+        out["reference_best_test"] = {"epoch": int(m.group(1)), f"recall@{DIFFMM_TOPK}": float(m.group(2)),
+                                      f"ndcg@{DIFFMM_TOPK}": float(m.group(3)),
+                                      f"precision@{DIFFMM_TOPK}": float(m.group(4))}
+    m = _DIFFMM_SELECTED.search(text)
+    if not m:
+        return out
+    best, k = int(m.group(1)), m.group(3)
+    top = max(v for _, v in out["valid_curve"])
+    expected = max(e for e, v in out["valid_curve"] if v == top)
+    if best != expected:
+        raise ValueError(f"DiffMM log: selected epoch {best}, but the last epoch with the highest validation "
+                         f"recall@{k} ({top}) is {expected}")
+    valid = {f"recall@{k}": float(m.group(4)), f"ndcg@{k}": float(m.group(5))}
+    test = {f"recall@{k}": float(m.group(6)), f"ndcg@{k}": float(m.group(7))}
+    if valid != evals[best]["valid"] or test != evals[best]["test"]:
+        raise ValueError(f"DiffMM log: the selected epoch {best}'s figures differ from its epoch line")
+    out.update(best_epoch=best, stopped_early=m.group(2) == "1", best_valid=valid, test=test)
+    return out
+
+
+def run_diffmm_reference(model: str, seed: int, ours_cfg: dict, args) -> dict:
+    """One run of DiffMM's authors' code (patched copy, CPU, one thread) with our settings; the same record
+    fields as :func:`run_reference`."""
+    src, commit = diffmm_checkout(args.diffmm_mirror, os.path.join(args.scratch, "diffmm"))
+    split = diffmm_same_split(args.diffmm_data, os.path.join(args.data_path, DATASET))
+    data_dir = diffmm_data_copy(args.diffmm_data, os.path.join(args.scratch, "diffmm-data", DIFFMM_DATA_NAME))
+    config = diffmm_reference_args(ours_cfg, seed, data_dir)
+    argv = diffmm_argv(config)
+    log_path = os.path.join(args.scratch, "logs", f"{model}__reference__seed{seed}.log")
+    os.makedirs(os.path.dirname(log_path), exist_ok=True)
+    returncode, wall, text = _run_logged([sys.executable, "Main.py", *argv], src, log_path)
+    record = {"side": "reference", "model": model, "reference_model": MODELS[model]["reference"], "seed": seed,
+              "reference": "github " + MODELS[model]["reference_repo"], "reference_commit": commit,
+              "config": config, "patches": [d for *_, d in DIFFMM_PATCHES if d],
+              "data": {"shared": args.diffmm_data, "copy": data_dir, "files": DIFFMM_DATA_FILES, "same_split": split},
+              "command": f"cd {shlex.quote(src)} && OMP_NUM_THREADS=1 python Main.py {shlex.join(argv)}",
+              "wall_time_s": round(wall, 1), "log": log_path}
+    if returncode != 0:
+        record.update(status="failed", error=text[-3000:])
+        return record
+    parsed = parse_diffmm_log(text)
+    if "test" not in parsed:
+        record.update(status="failed", error="no validation-selected epoch in DiffMM's output: " + text[-2000:])
+        return record
+    record.update(status="ok", **parsed)
+    return record
+
+
+def cmd_diffmm_reference(args) -> None:
+    """The reference side of DiffMM alone, its record written to ``--out`` (not the table's folder): a check
+    that the patched code runs, e.g. with ``--set '{"epochs": 2}'``."""
+    if os.path.commonpath([os.path.abspath(args.out), RESULTS]) == RESULTS:
+        raise SystemExit(f"--out {args.out} is in {RESULTS}: the table reads every file there")
+    record = _stamp(run_diffmm_reference("DiffMM", args.seed, resolve_ours("DiffMM", args.data_path, args.extra),
+                                         args))
+    _write_json(os.path.abspath(args.out), record)
+    print(json.dumps({k: v for k, v in record.items() if k not in ("config", "patches", "error")}, indent=1))
+    if record["status"] != "ok":
+        print(record.get("error"), file=sys.stderr)
+        sys.exit(1)
+
+
+def diffmm_page_lines() -> list[str]:
+    """The page's section on DiffMM's reference: where it comes from, every patch, the data, what differs."""
+    lines = ["## DiffMM's reference: the authors' code, patched", "",
+             "MMRec has no DiffMM; its reference is github HKUDS/DiffMM (`Main.py`, `Model.py`, `DataHandler.py`, "
+             "`Params.py`, `Utils/`), extracted from a git snapshot into the scratch folder and patched there at "
+             "run time (`diffmm_patch`: each replacement must occur its expected number of times, so a changed "
+             "upstream fails before anything runs). The patches:", ""]
+    lines += [f"* {d}" for *_, d in DIFFMM_PATCHES if d]
+    lines += [
+        "",
+        "Their model, training and evaluation code is otherwise unchanged. The added validation pass draws no "
+        "random number of its own, but each pass over a DataLoader takes one draw from torch's generator, so a "
+        "seed's run is not the unpatched run of that seed (nor could a CPU run be a GPU run: the devices draw "
+        "different numbers). torch 2.13 still has their `torch.sparse.FloatTensor` (deprecated, a warning) and "
+        "scipy 1.12 their `.A`, so neither is patched. Data: the shared DiffMM-layout TikTok folder "
+        "(`trnMat.pkl`, `valMat.pkl`, `tstMat.pkl`, `image_feat.npy`, `audio_feat.npy`; the one "
+        "`dataset/tiktok-diffmm` was converted from, "
+        "and each run checks that both hold the same (user, item) pairs in each part), copied to the scratch "
+        "folder with `audio_feat.npy` as their text slot `text_feat.npy`: the copy has no text features, and "
+        "`--data tiktok-diffmm` (any name but `tiktok`) takes their two-modality path (image + text slot), with "
+        "the README's TikTok arguments otherwise. What remains different: their test and validation mask only "
+        "the user's training items (ours here: `test_mask: train`), keep users without training items (as "
+        "ours), draw negatives uniformly over all items but the user's training items (as RecBole); their BPR "
+        "is the batch sum over the nominal batch size (ours the batch mean); they read the features raw (ours "
+        "standardised). Their own `Best epoch` line (the best *test* epoch, the literature's number) is in each "
+        "result file as `reference_best_test`, a diagnostic, not in the table.",
+        "",
+        "```",
+        "python benchmarks/reference_check.py run --models DiffMM --seeds 2020 2021 2022 \\",
+        "    --diffmm-mirror DIFFMM_GIT_DIR --diffmm-data /work/shared/data/tiktok-diffmm --scratch /tmp/refcheck",
+        "```",
+        "",
+    ]
+    return lines
 
 
 # ---------------------------------------------------------------------------------------------
@@ -635,6 +1066,16 @@ def table_rows(results: dict) -> list[dict]:
     return rows
 
 
+def reference_line(results: dict) -> str:
+    """Each reference repository with the commit(s) its result files name."""
+    repos: dict = {}
+    for runs in results.values():
+        for r in runs.get("reference", {}).values():
+            repos.setdefault(r.get("reference", "github enoche/MMRec"), set()).add(r["reference_commit"])
+    return "; ".join(f"{repo} at {', '.join(f'`{c}`' for c in sorted(commits))}"
+                     for repo, commits in sorted(repos.items(), key=lambda kv: kv[0] != "github enoche/MMRec")) or "—"
+
+
 def write_table() -> None:
     results = load_results()
     rows = table_rows(results)
@@ -653,9 +1094,8 @@ def write_table() -> None:
 
     ours_runs = [r for m in results.values() for r in m.get("ours", {}).values()]
     n_ours, masked = len(ours_runs), sum(r["config"].get("test_mask") == "train" for r in ours_runs)
-    commits = sorted({r["reference_commit"] for m in results.values() for r in m.get("reference", {}).values()})
     lines = [
-        "# Our models against the reference code (MMRec), same data, same settings",
+        "# Our models against the reference code (MMRec; DiffMM: its authors' code), same data, same settings",
         "",
         "Written by `benchmarks/reference_check.py` from the result files in `benchmarks/reference_check/` "
         "(one per side, model and seed). Data: the TikTok subset as converted here (`dataset/tiktok-diffmm`, "
@@ -665,7 +1105,7 @@ def write_table() -> None:
         "NDCG@20 at the best-validation epoch, one thread, one training at a time on a shared 2-core machine "
         "(epoch times are comparable within a row, not across sessions).",
         "",
-        f"Reference: github enoche/MMRec at {', '.join(f'`{c}`' for c in commits) or '—'}.",
+        f"Reference: {reference_line(results)}.",
         "",
         "| model | seeds ours / ref | test R@20 ours | test R@20 ref | diff R@20 | test N@20 ours | test N@20 ref "
         "| diff N@20 | best epochs ours / ref | median epoch s ours / ref (ratio) | verdict | explanation |",
@@ -696,13 +1136,14 @@ def write_table() -> None:
                              f"{_fmt(r['test']['ndcg@20'])} | {r['best_epoch']} / {r['epochs_run']} | "
                              f"{_fmt(r.get('median_epoch_s'), 2)} | "
                              f"{' '.join(map(str, r.get('load_average_at_end', [])))} | {r.get('wall_time_s')} |")
-    lines += ["", "## Settings: MMRec key <- our key", ""]
+    lines += ["", "## Settings: reference key <- our key", ""]
     for model, spec in MODELS.items():
-        pairs = {**TRAINING_MAP, **spec["map"]}
+        pairs = {**spec.get("training_map", TRAINING_MAP), **spec["map"]}
         text = ", ".join(f"`{k}` <- " + (f"`{v}`" if isinstance(v, str) else f"({v.__name__})") for k, v in pairs.items())
         fixed = ", ".join(f"`{k}: {json.dumps(v)}`" for k, v in spec.get("ours_set", {}).items())
         fixed = f" Ours is given {fixed}." if fixed else ""
-        lines.append(f"* **{model}** (MMRec `{spec['reference']}`): {text}.{fixed} {spec['notes']}")
+        label = spec.get("reference_label", f"MMRec `{spec['reference']}`")
+        lines.append(f"* **{model}** ({label}): {text}.{fixed} {spec['notes']}")
     lines += [
         "",
         "Everything else is each side's own default (MMRec's `overall.yaml` and model YAML, first grid value "
@@ -725,6 +1166,7 @@ def write_table() -> None:
         "* MMRec also evaluates the test split at every epoch (it keeps the one at the best validation epoch); "
         "this costs it evaluation time, not training time, and changes no result.",
         "",
+        *diffmm_page_lines(),
         "## Commands",
         "",
         "```",
@@ -758,10 +1200,20 @@ def main(argv=None) -> None:
     run.add_argument("--data-path", default=os.path.join(REPO, "dataset"))
     run.add_argument("--scratch", default=DEFAULT_SCRATCH)
     run.add_argument("--mirror", default=DEFAULT_MIRROR)
+    run.add_argument("--diffmm-mirror", default=DEFAULT_DIFFMM_MIRROR, help="git snapshot of github HKUDS/DiffMM")
+    run.add_argument("--diffmm-data", default=DEFAULT_DIFFMM_DATA, help="the DiffMM-layout TikTok folder")
     run.add_argument("--budget-minutes", type=float, default=None, help="start no run after this many minutes")
     run.add_argument("--set", dest="extra", default="{}", type=json.loads,
                      help="JSON settings for both sides (given to ours, mapped to MMRec's keys)")
     sub.add_parser("table", help="rewrite the md / csv from the result files")
+    dr = sub.add_parser("diffmm-reference", help="DiffMM's reference side alone, its record to --out")
+    dr.add_argument("--seed", type=int, default=2020)
+    dr.add_argument("--out", required=True)
+    dr.add_argument("--data-path", default=os.path.join(REPO, "dataset"))
+    dr.add_argument("--scratch", default=DEFAULT_SCRATCH)
+    dr.add_argument("--diffmm-mirror", default=DEFAULT_DIFFMM_MIRROR)
+    dr.add_argument("--diffmm-data", default=DEFAULT_DIFFMM_DATA)
+    dr.add_argument("--set", dest="extra", default="{}", type=json.loads, help="JSON settings for ours, mapped")
     d = sub.add_parser("mmrec-driver")
     d.add_argument("--src", required=True)
     d.add_argument("--model", required=True)
@@ -773,12 +1225,15 @@ def main(argv=None) -> None:
     o.add_argument("--config", required=True)
     o.add_argument("--out", required=True)
     args = parser.parse_args(argv)
-    if args.cmd == "run":
+    if args.cmd in ("run", "diffmm-reference"):
         args.data_path = os.path.abspath(args.data_path)
         args.scratch = os.path.abspath(args.scratch)
         if os.path.commonpath([args.scratch, REPO]) == REPO:
-            parser.error(f"--scratch {args.scratch} is inside the project; MMRec's code must stay outside it")
-        cmd_run(args)
+            parser.error(f"--scratch {args.scratch} is inside the project; the reference code must stay outside it")
+        if args.cmd == "run":
+            cmd_run(args)
+        else:
+            cmd_diffmm_reference(args)
     elif args.cmd == "table":
         write_table()
     elif args.cmd == "mmrec-driver":

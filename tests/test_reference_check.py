@@ -190,3 +190,201 @@ def test_table_means_relative_difference_and_verdict():
     assert lg["verdict"] == "within 5 %" and lg["ours_best_epochs"] == [50, 40]
     assert rows["VBPR"]["verdict"] == "**to explain**" and rows["VBPR"]["explanation"].startswith("open: ")
     assert rows["FREEDOM"]["verdict"] == "incomplete" and rows["FREEDOM"]["rel_diff_recall@20"] is None
+
+
+# --- DiffMM: the authors' code (HKUDS/DiffMM), patched at run time -----------------------------------------------
+
+def _fake_tree(root: Path, patches, crlf=("Params.py",)):
+    """Files holding exactly each patch's text its expected number of times, between filler lines; returns the
+    text each file must hold once every patch is applied."""
+    pieces: dict[str, list] = {}
+    for n, (name, old, new, count, _) in enumerate(patches):
+        for k in range(count):
+            pieces.setdefault(name, []).append((f"# filler {n}.{k}\n", old, new))
+    expected = {}
+    for name, parts in pieces.items():
+        before = "".join(f + o for f, o, _ in parts) + "# end\n"
+        after = "".join(f + w for f, _, w in parts) + "# end\n"
+        if name in crlf:
+            before, after = before.replace("\n", "\r\n"), after.replace("\n", "\r\n")
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(before.encode())
+        expected[name] = after
+    return expected
+
+
+def test_diffmm_patcher_applies_every_replacement_in_order_keeping_line_endings(tmp_path):
+    expected = _fake_tree(tmp_path, rc.DIFFMM_PATCHES)
+    assert sorted(expected) == ["DataHandler.py", "Main.py", "Model.py", "Params.py", "Utils/Utils.py"]
+    described = rc.diffmm_patch(str(tmp_path))
+    for name, text in expected.items():
+        assert (tmp_path / name).read_bytes().decode() == text, name
+    assert b"\r\n\tparser.add_argument('--data_dir'" in (tmp_path / "Params.py").read_bytes()  # CRLF kept
+    assert described == [p[4] for p in rc.DIFFMM_PATCHES if p[4]] and len(described) == len(rc.DIFFMM_PATCHES) - 3
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_diffmm_patcher_refuses_a_missing_anchor_and_writes_nothing(tmp_path):
+    (tmp_path / "a.py").write_text("x = 1\n")
+    (tmp_path / "b.py").write_text("y\nw\n")
+    patches = (("a.py", "x = 1\n", "x = 2\n", 1, "a"), ("b.py", "y\n", "z\n", 2, "b"))
+    with pytest.raises(ValueError, match=r"b\.py: the DiffMM patch expects 'y\\n' 2 time\(s\), found 1"):
+        rc.diffmm_patch(str(tmp_path), patches)
+    assert (tmp_path / "a.py").read_text() == "x = 1\n" and (tmp_path / "b.py").read_text() == "y\nw\n"
+    with pytest.raises(ValueError, match=r"c\.py: missing"):
+        rc.diffmm_patch(str(tmp_path), (("c.py", "q", "r", 1, None),))
+    # a later patch sees the earlier ones' result: its text must occur after them
+    with pytest.raises(ValueError, match=r"a\.py: the DiffMM patch expects 'x = 1\\n' 1 time\(s\), found 0"):
+        rc.diffmm_patch(str(tmp_path), (("a.py", "x = 1\n", "x = 2\n", 1, None), ("a.py", "x = 1\n", "", 1, None)))
+
+
+@pytest.mark.skipif(not Path(rc.DEFAULT_DIFFMM_MIRROR).is_dir(), reason="no git snapshot of HKUDS/DiffMM here")
+def test_diffmm_patches_match_the_authors_code(tmp_path):
+    import py_compile
+
+    dest = tmp_path / "diffmm"
+    src, commit = rc.diffmm_checkout(rc.DEFAULT_DIFFMM_MIRROR, str(dest))
+    assert len(commit) == 40 and (dest / "REFCHECK_COMMIT").read_text().startswith(commit + " patches ")
+    assert sorted(p.name for p in dest.iterdir() if p.suffix == ".py") == [
+        "DataHandler.py", "Main.py", "Model.py", "Params.py"] and not (dest / "Datasets").exists()
+    for name in ("Main.py", "Model.py", "DataHandler.py", "Params.py", "Utils/Utils.py"):
+        py_compile.compile(str(dest / name), cfile=str(tmp_path / "c.pyc"), doraise=True)
+        assert ".cuda()" not in (dest / name).read_text()
+    main = (dest / "Main.py").read_text()
+    assert "reses = self.testEpoch(self.handler.valLoader)" in main and "print('Best epoch : '" in main
+    assert rc.diffmm_checkout(rc.DEFAULT_DIFFMM_MIRROR, str(dest)) == (src, commit)  # reused, not patched twice
+
+
+# Their output (Utils/TimeLogger.log lines, the \r progress lines, makePrint's format, their best-test line) with the
+# patch's lines: epochs 1 and 3 tie on validation Recall (the later one is selected, as RecBole's early stopping).
+DIFFMM_LOG = (
+    "2024-12-02 06:00:00.000001: Start\nUSER 9308 ITEM 6710\nNUM OF INTERACTIONS 59541\n"
+    "2024-12-02 06:00:01.000001: Diffusion Step 0/9\r2024-12-02 06:00:01.500001: Diffusion Step 9/9\r"
+    "2024-12-02 06:00:02.000001: \n2024-12-02 06:00:02.000002: UI matrix built!\n"
+    "2024-12-02 06:00:03.000001: Step 58/58: bpr : 0.693 ; reg : 0.001 ; cl : 0.120 \r"
+    "refcheck epoch 0 train_time 20.5000s\n"
+    "2024-12-02 06:00:04.000001: Epoch 0/50, Train: Loss = 0.7000, BPR Loss = 0.6900, CL loss = 0.1200  \n"
+    "2024-12-02 06:00:05.000001: Steps 24/23: recall = 3.00, ndcg = 1.20 , precision = 0.15   \r"
+    "2024-12-02 06:00:05.000002: Epoch 0/50, Test: Recall = 0.0500, NDCG = 0.0200, Precision = 0.0025  \n"
+    "2024-12-02 06:00:06.000001: Epoch 0/50, Valid: Recall = 0.0400, NDCG = 0.0150, Precision = 0.0020  \n"
+    "refcheck epoch 0 valid recall@20 0.04 ndcg@20 0.015 test recall@20 0.05 ndcg@20 0.02\n\n"
+    "refcheck epoch 1 train_time 19.2500s\n"
+    "refcheck epoch 1 valid recall@20 0.0612345678 ndcg@20 0.0251 test recall@20 0.0701 ndcg@20 0.0302\n\n"
+    "refcheck epoch 2 train_time 21.0000s\n"
+    "refcheck epoch 2 valid recall@20 0.06 ndcg@20 0.0249 test recall@20 0.0805 ndcg@20 0.0355\n\n"
+    "refcheck epoch 3 train_time 19.7500s\n"
+    "refcheck epoch 3 valid recall@20 0.0612345678 ndcg@20 0.0250 test recall@20 0.0699 ndcg@20 0.0301\n\n"
+    "refcheck epoch 4 train_time 20.0000s\n"
+    "refcheck epoch 4 valid recall@20 0.0590 ndcg@20 0.0240 test recall@20 0.0790 ndcg@20 0.0350\n"
+    "Best epoch :  2  , Recall :  0.0805  , NDCG :  0.0355  , Precision 0.004025\n"
+    "refcheck selected epoch 3 stopped_early 1 valid recall@20 0.0612345678 ndcg@20 0.0250 test recall@20 0.0699 "
+    "ndcg@20 0.0301\n")
+
+
+def test_diffmm_log_parser_takes_the_validation_selected_epoch():
+    out = rc.parse_diffmm_log(DIFFMM_LOG)
+    assert out["epochs_run"] == 5 and out["best_epoch"] == 3 and out["stopped_early"] is True
+    assert out["test"] == {"recall@20": 0.0699, "ndcg@20": 0.0301}
+    assert out["best_valid"] == {"recall@20": 0.0612345678, "ndcg@20": 0.0250}
+    assert out["valid_curve"] == [[0, 0.04], [1, 0.0612345678], [2, 0.06], [3, 0.0612345678], [4, 0.059]]
+    assert out["epoch_train_times_s"] == [20.5, 19.25, 21.0, 19.75, 20.0] and out["median_epoch_s"] == 20.0
+    # their own line: the best *test* epoch (the literature's number), a diagnostic beside the selection
+    assert out["reference_best_test"] == {"epoch": 2, "recall@20": 0.0805, "ndcg@20": 0.0355, "precision@20": 0.004025}
+    # a run that died before its last line has no test result (the record becomes "failed")
+    cut = rc.parse_diffmm_log(DIFFMM_LOG.split("Best epoch")[0])
+    assert "test" not in cut and cut["best_epoch"] is None and cut["epochs_run"] == 5
+
+
+def test_diffmm_log_parser_refuses_a_selection_its_curve_contradicts():
+    with pytest.raises(ValueError, match=r"selected epoch 1, but the last epoch with the highest validation recall@20 "
+                                         r"\(0.0612345678\) is 3"):
+        rc.parse_diffmm_log(DIFFMM_LOG.replace("refcheck selected epoch 3", "refcheck selected epoch 1"))
+    with pytest.raises(ValueError, match="selected epoch 3's figures differ"):
+        # the first such line is epoch 3's: the selected line now disagrees with it
+        rc.parse_diffmm_log(DIFFMM_LOG.replace("test recall@20 0.0699 ndcg@20 0.0301\n", "test recall@20 0.07 "
+                                               "ndcg@20 0.0301\n", 1))
+
+
+# Params.py's defaults (HKUDS/DiffMM fae20e6) with the README's TikTok command on top:
+# python Main.py --data tiktok --reg 1e-4 --ssl_reg 1e-2 --epoch 50 --trans 1 --e_loss 0.1 --cl_method 1
+DIFFMM_TIKTOK_ARGS = {"lr": 1e-3, "batch": 1024, "epoch": 50, "latdim": 64, "gnn_layer": 1, "trans": 1, "reg": 1e-4,
+                      "ssl_reg": 1e-2, "temp": 0.5, "cl_method": 1, "keepRate": 0.5, "ris_lambda": 0.5,
+                      "ris_adj_lambda": 0.2, "dims": "[1000]", "d_emb_size": 10, "norm": False, "steps": 5,
+                      "noise_scale": 0.1, "noise_min": 1e-4, "noise_max": 0.02, "sampling_noise": False,
+                      "sampling_steps": 0, "rebuild_k": 1, "e_loss": 0.1}
+
+
+def _our_diffmm_config():
+    import yaml
+
+    cfg = yaml.safe_load((REPO / "properties" / "model" / "DiffMM.yaml").read_text())
+    return {**cfg, "stopping_step": 10, "modality_fields": ["visual", "acoustic"]}
+
+
+def test_diffmm_settings_map_gives_the_readme_tiktok_command():
+    args = rc.diffmm_reference_args(_our_diffmm_config(), 2021, "/scratch/d")
+    assert args == {**DIFFMM_TIKTOK_ARGS, "stopping_step": 10, "data": "tiktok-diffmm", "data_dir": "/scratch/d",
+                    "seed": 2021, "topk": 20, "tstEpoch": 1}
+    assert list(args)[:4] == ["lr", "batch", "epoch", "stopping_step"]
+    argv = rc.diffmm_argv(args)
+    assert argv[argv.index("--dims") + 1] == "[1000]" and argv[argv.index("--reg") + 1] == "0.0001"
+    # their booleans are argparse type=bool: only the empty string parses as False
+    assert argv[argv.index("--norm") + 1] == "" and bool(argv[argv.index("--norm") + 1]) is False
+    assert rc.diffmm_argv({"norm": True, "sampling_noise": False}) == ["--norm", "1", "--sampling_noise", ""]
+    other = rc.diffmm_reference_args({**_our_diffmm_config(), "feat_transform": "leaky_relu", "cl_method": "pairwise",
+                                      "denoise_dims": [200, 600]}, 1, "/d")
+    assert other["trans"] == 0 and other["cl_method"] == 0 and other["dims"] == "[200, 600]"
+
+
+def test_diffmm_settings_without_a_reference_argument_must_match_it():
+    with pytest.raises(ValueError, match=r"diffusion_batch_size 2048 != train_batch_size 1024 .*denoise_dropout 0.3 "
+                                         r"!= their fixed 0.5"):
+        rc.diffmm_reference_args({**_our_diffmm_config(), "diffusion_batch_size": 2048, "denoise_dropout": 0.3},
+                                 1, "/d")
+    with pytest.raises(ValueError, match=r"diffusion_learning_rate 0.01 != learning_rate 0.001"):
+        rc.diffmm_reference_args({**_our_diffmm_config(), "diffusion_learning_rate": 0.01}, 1, "/d")
+    with pytest.raises(ValueError, match=r"modality_fields \['visual', 'acoustic', 'textual'\]"):
+        rc.diffmm_reference_args({**_our_diffmm_config(), "modality_fields": ["visual", "acoustic", "textual"]},
+                                 1, "/d")
+    with pytest.raises(ValueError, match="feat_transform 'gelu' has no --trans"):
+        rc.diffmm_reference_args({**_our_diffmm_config(), "feat_transform": "gelu"}, 1, "/d")
+    cfg = _our_diffmm_config()
+    del cfg["e_loss"]
+    with pytest.raises(ValueError, match="no 'e_loss' for the reference's --e_loss"):
+        rc.diffmm_reference_args(cfg, 1, "/d")
+
+
+def _write_split(root: Path, pairs: dict, shape=(4, 5)):
+    import pickle
+
+    import scipy.sparse as sp
+
+    (root / "shared").mkdir()
+    (root / "ours").mkdir()
+    for part, file_name in rc.DIFFMM_SPLIT_FILES.items():
+        rows, cols = zip(*pairs[part])
+        with open(root / "shared" / file_name, "wb") as f:
+            pickle.dump(sp.coo_matrix((np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=shape), f)
+        (root / "ours" / f"t.{part}.inter").write_text("user_id:token\titem_id:token\n" + "".join(
+            f"{u}\t{i}\n" for u, i in pairs[part]))
+
+
+def test_diffmm_same_split_pairs_and_a_difference(tmp_path):
+    pairs = {"train": [(0, 1), (0, 2), (1, 0), (3, 4)], "valid": [(2, 3)], "test": [(1, 4), (3, 0)]}
+    _write_split(tmp_path, pairs)
+    out = rc.diffmm_same_split(str(tmp_path / "shared"), str(tmp_path / "ours"), "t")
+    assert out == {"pairs": {"train": 4, "valid": 1, "test": 2}, "shape": [4, 5]}
+    (tmp_path / "ours" / "t.test.inter").write_text("user_id:token\titem_id:token\n1\t4\n3\t1\n")
+    with pytest.raises(ValueError, match=r"tstMat\.pkl and .*t\.test\.inter differ: 1 .* only in the pickle "
+                                         r"\(first \[\(3, 0\)\]\), 1 only in ours \(first \[\(3, 1\)\]\)"):
+        rc.diffmm_same_split(str(tmp_path / "shared"), str(tmp_path / "ours"), "t")
+
+
+def test_reference_line_names_each_repository_and_commit():
+    ref = lambda repo, commit: {"reference": repo, "reference_commit": commit}  # noqa: E731
+    results = {"LightGCN": {"reference": {1: ref("github enoche/MMRec", "aaa"), 2: ref("github enoche/MMRec", "aaa")}},
+               "DiffMM": {"reference": {1: ref("github HKUDS/DiffMM", "ccc")}, "ours": {1: {}}},
+               "VBPR": {"ours": {1: {}}}}
+    assert rc.reference_line(results) == "github enoche/MMRec at `aaa`; github HKUDS/DiffMM at `ccc`"
+    assert rc.reference_line({}) == "—"
