@@ -167,7 +167,8 @@ def mmrec_dataset_yaml(name: str, modality_files: dict | None = None) -> str:
              "filter_out_cod_start_users: True", f"inter_file_name: '{name}.inter'",
              f"vision_feature_file: 'image_feat.npy'   # our {by_file.get('image_feat.npy', '-')}",
              f"text_feature_file: 'text_feat.npy'     # our {by_file.get('text_feat.npy', '-')}",
-             'field_separator: "\\t"', ""]
+             'field_separator: "\\t"', "user_graph_dict_file: 'user_graph_dict.npy'   # DRAGON's (prepare_dragon_user_graph)",
+             ""]
     return "\n".join(lines)
 
 
@@ -335,6 +336,38 @@ MODELS = {
                  "'{\"standardize_modalities\": false}'` reads them raw, as MMRec). MMRec decays the "
                  "learning rate by 0.96^(epoch/50) (its LATTICE.yaml); ours does not.",
     },
+    "BM3": {
+        "ours": "BM3", "reference": "BM3",
+        # MMRec's reg_weight: EmbLoss of the whole online ID tables, as ours; no negative sampling on both sides
+        "map": _same("embedding_size", "n_layers", "dropout", "reg_weight", "cl_weight"),
+        "notes": "Both fine-tune the features (ours `finetune_features: True`); ours standardises them, MMRec "
+                 "reads them raw.",
+    },
+    "MGCN": {
+        "ours": "MGCN", "reference": "MGCN",
+        "map": _same("embedding_size", "n_ui_layers", "n_layers", "knn_k", "cl_loss", "reg_weight"),
+        "notes": "Both fine-tune the features; ours standardises them, MMRec reads them raw. MMRec decays the "
+                 "learning rate by 0.96^(epoch/50) (its MGCN.yaml); ours does not.",
+    },
+    "LGMRec": {
+        "ours": "LGMRec", "reference": "LGMRec",
+        "map": {**_same("embedding_size", "cf_model", "n_ui_layers", "n_mm_layers", "n_hyper_layer", "hyper_num",
+                        "keep_rate", "alpha", "cl_weight", "reg_weight"),
+                "feat_embed_dim": "embedding_size"},
+        "notes": "Both keep the features frozen; ours standardises them, MMRec reads them raw.",
+    },
+    "DRAGON": {
+        "ours": "DRAGON", "reference": "DRAGON",
+        # MMRec reads its user-user graph from user_graph_dict.npy, made by its own
+        # preprocessing/dualgnn-gen-u-u-matrix.py (run once in the scratch checkout: prepare_dragon_user_graph);
+        # ours builds the graph inside the model from the training interactions
+        "map": {**_same("embedding_size", "n_mm_layers", "knn_k", "reg_weight"),
+                "feat_embed_dim": "embedding_size", "mm_image_weight": _freedom_image_weight},
+        "prepare": "dragon_user_graph",
+        "notes": "MMRec's user graph comes from its preprocessing script (run on the same training split); "
+                 "ours is built in the model from the training interactions. Ours standardises the features, "
+                 "MMRec reads them raw.",
+    },
     "DiffMM": {
         # not in MMRec: the authors' code (github HKUDS/DiffMM), patched at run time (run_diffmm_reference);
         # keys are its Main.py arguments (Params.py), stopping_step the one the patch adds
@@ -454,6 +487,36 @@ def mmrec_checkout(mirror: str, dest: str) -> str:
     return commit
 
 
+def prepare_dragon_user_graph(checkout: str, data_root: str, scratch: str) -> str:
+    """MMRec's DRAGON reads a user-user graph (``user_graph_dict.npy``) that MMRec's own
+    ``preprocessing/dualgnn-gen-u-u-matrix.py`` makes from the training rows (``x_label`` 0): run that
+    script once in the scratch checkout on the layout written here; the file's path."""
+    out = os.path.join(data_root, DATASET, "user_graph_dict.npy")
+    if os.path.isfile(out):
+        return out
+    src = os.path.join(checkout, "src")
+    overall = os.path.join(src, "configs", "overall.yaml")
+    with open(overall) as f:
+        text = f.read()
+    # the script reads data_path from overall.yaml (relative '../data/'): point it at the layout
+    patched = re.sub(r"^data_path:.*$", f"data_path: '{data_root.rstrip('/')}/'", text, count=1, flags=re.M)
+    if patched == text:
+        raise RuntimeError(f"{overall}: no data_path line to point at {data_root}")
+    with open(overall, "w") as f:
+        f.write(patched)
+    try:
+        log_path = os.path.join(scratch, "logs", "DRAGON__user_graph.log")
+        os.makedirs(os.path.dirname(log_path), exist_ok=True)
+        returncode, _, text_log = _run_logged([sys.executable, "dualgnn-gen-u-u-matrix.py", "-d", DATASET],
+                                              os.path.join(checkout, "preprocessing"), log_path)
+    finally:
+        with open(overall, "w") as f:
+            f.write(text)
+    if returncode != 0 or not os.path.isfile(out):
+        raise RuntimeError(f"MMRec's dualgnn-gen-u-u-matrix.py failed (log {log_path}): {text_log[-1500:]}")
+    return out
+
+
 def run_reference(model: str, seed: int, ours_cfg: dict, args) -> dict:
     checkout = os.path.join(args.scratch, "mmrec")
     commit = mmrec_checkout(args.mirror, checkout)
@@ -463,6 +526,8 @@ def run_reference(model: str, seed: int, ours_cfg: dict, args) -> dict:
         yaml_text = f.read()
     with open(os.path.join(src, "configs", "dataset", f"{DATASET}.yaml"), "w") as f:
         f.write(yaml_text)
+    if MODELS[model].get("prepare") == "dragon_user_graph":
+        prepare_dragon_user_graph(checkout, data_root, args.scratch)
     config = mmrec_config(model, ours_cfg, seed, data_root)
     log_path = os.path.join(args.scratch, "logs", f"{model}__reference__seed{seed}.log")
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
