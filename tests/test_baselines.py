@@ -14,7 +14,8 @@ import scipy.sparse as sp
 import torch
 from recbole.data.interaction import Interaction
 
-from conftest import REPO, assert_learns_what_features_decide, build_model, write_planted_dataset
+from conftest import (REPO, assert_learns_what_features_decide, assert_predict_agrees_with_full_sort, build_model,
+                      write_planted_dataset)
 from recbole_metammf.layers.graph import (
     bipartite_adjacency,
     bipartite_from_edges,
@@ -193,6 +194,26 @@ def test_vbpr_score_is_the_paper_formula(planted):
     assert torch.allclose(got, ref, atol=1e-5)
     _, (batch_items,) = net.batch_embeddings(users, [items])
     assert torch.allclose(batch_items, item_all[items], atol=1e-6)
+
+
+def test_vbpr_without_item_biases_is_mmrecs_score(planted):
+    # item_biases False: gamma_u . gamma_i + theta_u . (E f_i), no bias parameters, and the content penalty
+    # sees the whole scored vectors (no constant column to cut)
+    root, name = planted
+    _, net, train, _ = build("VBPR", root, name, item_biases=False)
+    assert not hasattr(net, "item_bias") and not hasattr(net, "content_bias")
+    users, items = torch.tensor([1, 2, 3]), torch.tensor([4, 5, 6])
+    user_all, item_all = net.compute_all()
+    assert user_all.shape[1] == item_all.shape[1] == net.id_size + net.content_size
+    got = (user_all[users] * item_all[items]).sum(-1)
+    f = net.modalities(items)
+    ref = ((net.user_id_embedding(users) * net.item_id_embedding(items)).sum(-1)
+           + (net.user_content_embedding(users) * (f @ net.projection.weight.t())).sum(-1))
+    assert torch.allclose(got, ref, atol=1e-5)
+    user_e, item_e = net.batch_embeddings(users, [items])
+    assert torch.equal(net.content_reg_embeddings(users, [items], user_e, item_e)[0], user_e)
+    assert len(net.reg_embeddings(users, [items])) == 3  # gamma_u, theta_u, gamma_i
+    assert_predict_agrees_with_full_sort(net)
 
 
 def test_grcn_refined_weights_are_pruned_and_learn(planted):

@@ -17,6 +17,9 @@ given, token modalities through their mean-pooled embedding), and one ``E`` proj
 
 The score is written as one inner product so that the shared full-sort path applies:
 ``user = [gamma_u ; theta_u ; 1]``, ``item = [gamma_i ; E f_i ; beta_i + beta' . f_i]``.
+``item_biases: False`` drops ``beta_i`` and ``beta'`` (and the constant column), as MMRec's
+``vbpr.py``, whose score is ``gamma_u . gamma_i + theta_u . (W f_i + b)`` (its projection's bias ``b``
+adds ``theta_u . b``, the same for every item of a user, so it changes no ranking).
 """
 
 import torch
@@ -33,22 +36,27 @@ class VBPR(MultimodalRecommender):
         # load parameters info
         self.id_size = config["id_embedding_size"]
         self.content_size = config["content_embedding_size"]
+        self.item_biases = bool(config["item_biases"]) if "item_biases" in config else True
 
         # define layers
         self.user_id_embedding = nn.Embedding(self.n_users, self.id_size)  # gamma_u
         self.user_content_embedding = nn.Embedding(self.n_users, self.content_size)  # theta_u
         self.item_id_embedding = nn.Embedding(self.n_items, self.id_size)  # gamma_i
-        self.item_bias = nn.Embedding(self.n_items, 1)  # beta_i
         self.projection = nn.Linear(self.modalities.output_dim, self.content_size, bias=False)  # E
-        self.content_bias = nn.Linear(self.modalities.output_dim, 1, bias=False)  # beta'
+        if self.item_biases:
+            self.item_bias = nn.Embedding(self.n_items, 1)  # beta_i
+            self.content_bias = nn.Linear(self.modalities.output_dim, 1, bias=False)  # beta'
 
         # parameter init
         self.apply(xavier_normal_initialization)
-        nn.init.zeros_(self.item_bias.weight)
+        if self.item_biases:
+            nn.init.zeros_(self.item_bias.weight)
 
     def user_representation(self, users=None) -> torch.Tensor:
         gamma = self.user_id_embedding.weight if users is None else self.user_id_embedding(users)
         theta = self.user_content_embedding.weight if users is None else self.user_content_embedding(users)
+        if not self.item_biases:
+            return torch.cat([gamma, theta], dim=-1)  # [n, id + content]
         ones = torch.ones(gamma.shape[0], 1, device=gamma.device)
         return torch.cat([gamma, theta, ones], dim=-1)  # [n, id + content + 1]
 
@@ -56,6 +64,8 @@ class VBPR(MultimodalRecommender):
         content = self.modalities(items)  # [n, d_in]
         # cold items (cold_item_id): the ID factor and the ID bias are the item's ID part
         gamma = self.cold_id_table(self.item_id_embedding.weight) if items is None else self.item_id_embedding(items)
+        if not self.item_biases:
+            return torch.cat([gamma, self.projection(content)], dim=-1)  # [n, id + content]
         bias = self.cold_id_table(self.item_bias.weight) if items is None else self.item_bias(items)  # [n, 1]
         bias = bias + self.content_bias(content)
         return torch.cat([gamma, self.projection(content), bias], dim=-1)  # [n, id + content + 1]
@@ -70,7 +80,7 @@ class VBPR(MultimodalRecommender):
     def content_reg_embeddings(self, users, items_list, user_e, item_e_list):
         # [gamma_u ; theta_u] and [gamma_i ; E f_i ; beta_i + beta'.f_i]: the scored vectors without
         # the user's constant 1
-        return [user_e[:, :-1], *item_e_list]
+        return [user_e[:, :-1] if self.item_biases else user_e, *item_e_list]
 
     def content_reg_columns(self):
         return slice(self.id_size, self.id_size + self.content_size)  # theta_u and E f_i
@@ -78,5 +88,5 @@ class VBPR(MultimodalRecommender):
     def reg_embeddings(self, users, items_list):
         reg = [self.user_id_embedding(users), self.user_content_embedding(users)]
         for items in items_list:
-            reg += [self.item_id_embedding(items), self.item_bias(items)]
+            reg += [self.item_id_embedding(items)] + ([self.item_bias(items)] if self.item_biases else [])
         return reg
