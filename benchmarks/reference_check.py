@@ -423,6 +423,13 @@ def mmrec_config(model: str, ours_cfg: dict, seed: int, data_root: str) -> dict:
 # Running
 # ---------------------------------------------------------------------------------------------
 
+def _label(model: str, args) -> str:
+    """A row's name: the model, or ``MODEL@TAG`` for a run with ``--tag`` (another setting of the same pair,
+    e.g. a longer patience, kept in its own files and row)."""
+    tag = getattr(args, "tag", None)
+    return f"{model}@{tag}" if tag else model
+
+
 def result_path(model: str, side: str, seed: int) -> str:
     return os.path.join(RESULTS, f"{model}__{side}__seed{seed}.json")
 
@@ -529,7 +536,7 @@ def run_reference(model: str, seed: int, ours_cfg: dict, args) -> dict:
     if MODELS[model].get("prepare") == "dragon_user_graph":
         prepare_dragon_user_graph(checkout, data_root, args.scratch)
     config = mmrec_config(model, ours_cfg, seed, data_root)
-    log_path = os.path.join(args.scratch, "logs", f"{model}__reference__seed{seed}.log")
+    log_path = os.path.join(args.scratch, "logs", f"{_label(model, args)}__reference__seed{seed}.log")
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
     cmd = [sys.executable, os.path.abspath(__file__), "mmrec-driver", "--src", src,
            "--model", MODELS[model]["reference"], "--dataset", DATASET, "--config", json.dumps(config)]
@@ -564,9 +571,9 @@ def _run_logged(cmd: list, cwd: str, log_path: str) -> tuple[int, float, str]:
 def run_ours(model: str, seed: int, args) -> dict:
     workdir = os.path.join(args.scratch, "ours-run")  # RecBole writes log/ and saved/ under its cwd
     os.makedirs(workdir, exist_ok=True)
-    out = os.path.join(workdir, f"{model}__ours__seed{seed}.trial.json")
+    out = os.path.join(workdir, f"{_label(model, args)}__ours__seed{seed}.trial.json")
     overrides = ours_config(model, args.data_path, args.extra)
-    log_path = os.path.join(args.scratch, "logs", f"{model}__ours__seed{seed}.log")
+    log_path = os.path.join(args.scratch, "logs", f"{_label(model, args)}__ours__seed{seed}.log")
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
     cmd = [sys.executable, os.path.abspath(__file__), "ours-driver", "--model", MODELS[model]["ours"],
            "--seed", str(seed), "--config", json.dumps(overrides), "--out", out]
@@ -611,7 +618,7 @@ def cmd_run(args) -> None:
     for seed in args.seeds:  # seed-major: every model gets its first seed before any gets a second
         for model in args.models:
             for side in ("reference", "ours"):  # the reference first: its failures show early
-                path = result_path(model, side, seed)
+                path = result_path(_label(model, args), side, seed)
                 if os.path.isfile(path):
                     with open(path) as f:
                         if json.load(f).get("status") == "ok":
@@ -626,6 +633,8 @@ def cmd_run(args) -> None:
                     diffmm = MODELS[model].get("reference_repo") == "HKUDS/DiffMM"
                     runner = run_diffmm_reference if diffmm else run_reference
                     record = runner(model, seed, resolve_ours(model, args.data_path, args.extra), args)
+                if getattr(args, "tag", None):
+                    record.update(model=_label(model, args), tag=args.tag, set=args.extra)
                 _write_json(path, _stamp(record))
                 test = record.get("test", {})
                 print(f"  {record['status']}: test recall@20 {test.get('recall@20')} ndcg@20 {test.get('ndcg@20')} "
@@ -991,7 +1000,7 @@ def run_diffmm_reference(model: str, seed: int, ours_cfg: dict, args) -> dict:
     data_dir = diffmm_data_copy(args.diffmm_data, os.path.join(args.scratch, "diffmm-data", DIFFMM_DATA_NAME))
     config = diffmm_reference_args(ours_cfg, seed, data_dir)
     argv = diffmm_argv(config)
-    log_path = os.path.join(args.scratch, "logs", f"{model}__reference__seed{seed}.log")
+    log_path = os.path.join(args.scratch, "logs", f"{_label(model, args)}__reference__seed{seed}.log")
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
     returncode, wall, text = _run_logged([sys.executable, "Main.py", *argv], src, log_path)
     record = {"side": "reference", "model": model, "reference_model": MODELS[model]["reference"], "seed": seed,
@@ -1235,9 +1244,11 @@ def write_table() -> None:
         "## Commands",
         "",
         "```",
-        "pip install lmdb   # MMRec's dataset module imports it",
+        "pip install lmdb torch_geometric   # MMRec's dataset module imports lmdb, its DRAGON torch_geometric",
         "python benchmarks/reference_check.py run --models LightGCN VBPR FREEDOM --seeds 2020 2021 2022 \\",
         "    --mirror MMREC_GIT_DIR --scratch /tmp/refcheck   # a git snapshot of github enoche/MMRec; scratch outside the project",
+        "python benchmarks/reference_check.py run --models BM3 --seeds 2020 --tag patience50 --set '{\"stopping_step\": 50}'"
+        "   # another setting, both sides: rows BM3@patience50",
         "python benchmarks/reference_check.py table",
         "```",
         "",
@@ -1267,6 +1278,8 @@ def main(argv=None) -> None:
     run.add_argument("--mirror", default=DEFAULT_MIRROR)
     run.add_argument("--diffmm-mirror", default=DEFAULT_DIFFMM_MIRROR, help="git snapshot of github HKUDS/DiffMM")
     run.add_argument("--diffmm-data", default=DEFAULT_DIFFMM_DATA, help="the DiffMM-layout TikTok folder")
+    run.add_argument("--tag", default=None, help="name this run's rows MODEL@TAG (own files and row), e.g. with a "
+                                                  "--set that both sides get")
     run.add_argument("--budget-minutes", type=float, default=None, help="start no run after this many minutes")
     run.add_argument("--set", dest="extra", default="{}", type=json.loads,
                      help="JSON settings for both sides (given to ours, mapped to MMRec's keys)")

@@ -142,6 +142,61 @@ def dip_table() -> list[str]:
     return lines + [""]
 
 
+# the content scale's three forms at the shipped settings, per model: form -> [(folder, row), ...]
+SCALE_ROWS = {
+    "MetaMMF_MF": {
+        "none": [("mf-scale", "MetaMMF_MF-none"), ("microlens-scale", "MetaMMF_MF-none")],
+        "rms": [("mf-scale", "MetaMMF_MF"), ("microlens-scale", "MetaMMF_MF")],
+        "gate": [("stage6-mf-tiktok", "MF-gate"), ("stage8-mf-gate", "MF-gate"), ("microlens-gate", "MetaMMF_MF-gate")],
+    },
+    "MetaMMF_GCN": {
+        "none": [("gcn-scale", "MetaMMF_GCN-none"), ("tiktok-gcn", "MetaMMF_GCN-none"),
+                 ("microlens-scale", "MetaMMF_GCN-none")],
+        "rms": [("gcn-scale", "MetaMMF_GCN-rms"), ("tiktok-gcn", "MetaMMF_GCN"), ("microlens-scale", "MetaMMF_GCN")],
+        "gate": [("stage9-gcn-gate", "GCN-gate")],
+    },
+}
+
+
+def scale_summary() -> list[str]:
+    """The content scale's forms side by side over the four datasets (best validation score, mean over
+    seeds where several, relative to the best form on each dataset), gathered from the stage folders."""
+    lines = ["## The content scale over the four datasets (validation, the rule's view)", "",
+             "Each model's three `content_scale` forms at the shipped settings, gathered from the folders named "
+             "(best validation score, mean over seeds where several, the seed count in brackets; `rel.` over the "
+             "best form on that dataset). MicroLens-50k's rows are capped at 40 epochs (its folders' YAML).", ""]
+    for model, forms in SCALE_ROWS.items():
+        scores: dict[str, dict[str, tuple[float, int]]] = {}
+        for form, sources in forms.items():
+            for folder, row in sources:
+                by_dataset: dict[str, list[float]] = {}
+                for (d, r, _), t in trials(os.path.join(ROOT, folder)).items():
+                    if r == row:
+                        by_dataset.setdefault(d, []).append(t["best_valid_score"])
+                for d, vs in by_dataset.items():
+                    scores.setdefault(form, {})[d] = (statistics.mean(vs), len(vs))
+        datasets = sorted({d for per in scores.values() for d in per})
+        if not datasets:
+            continue
+        best = {d: max(per[d][0] for per in scores.values() if d in per) for d in datasets}
+        lines += [f"**{model}**", "", "| form | " + " | ".join(datasets) + " | mean rel. (datasets) |",
+                  "|---|" + "---|" * (len(datasets) + 1)]
+        for form in forms:
+            per = scores.get(form, {})
+            cells, rels = [], []
+            for d in datasets:
+                if d in per:
+                    v, n = per[d]
+                    rels.append(v / best[d] if best[d] > 0 else 0.0)
+                    cells.append(f"{v:.4f} [{n}] ({rels[-1]:.3f})")
+                else:
+                    cells.append("—")
+            mean = f"{statistics.mean(rels):.3f} ({len(rels)})" if rels else "—"
+            lines.append(f"| {form} | " + " | ".join(cells) + f" | {mean} |")
+        lines.append("")
+    return lines
+
+
 def reference_table() -> list[str]:
     """MetaMMF_GCN at the shipped defaults (tiktok-gcn) against the reference settings (tiktok-reference):
     validation Recall@20, from the trial files."""
@@ -268,6 +323,7 @@ def report() -> str:
             lines += [" ".join(h for h in head if h and not h.startswith("  python")), "",
                       f"`python run_benchmark.py --file benchmarks/robust/{name}.yaml --out benchmarks/robust/{name}`", ""]
         lines += stage_table(folder)
+    lines += scale_summary()
     lines += reference_table()
     lines += diagnose_section()
     lines += check_table()

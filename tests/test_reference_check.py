@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
+import json
+import types
 from pathlib import Path
 
 import numpy as np
@@ -190,6 +192,21 @@ def test_table_means_relative_difference_and_verdict():
     assert lg["verdict"] == "within 5 %" and lg["ours_best_epochs"] == [50, 40]
     assert rows["VBPR"]["verdict"] == "**to explain**" and rows["VBPR"]["explanation"].startswith("open: ")
     assert rows["FREEDOM"]["verdict"] == "incomplete" and rows["FREEDOM"]["rel_diff_recall@20"] is None
+
+
+def test_a_tagged_run_has_its_own_files_and_row(tmp_path, monkeypatch):
+    # --tag: another setting of the same pair lands in MODEL@TAG files and its own table row, after the plain one
+    args = types.SimpleNamespace(tag="patience50")
+    assert rc._label("BM3", args) == "BM3@patience50" and rc._label("BM3", types.SimpleNamespace(tag=None)) == "BM3"
+    monkeypatch.setattr(rc, "RESULTS", str(tmp_path))
+    assert rc.result_path(rc._label("BM3", args), "ours", 2020) == str(tmp_path / "BM3@patience50__ours__seed2020.json")
+    for model, side, recall in [("BM3", "ours", 0.08), ("BM3", "reference", 0.064),
+                                ("BM3@patience50", "ours", 0.081), ("BM3@patience50", "reference", 0.078)]:
+        record = {**_run(recall, 0.03, 10, [1.0]), "status": "ok", "model": model, "side": side, "seed": 2020}
+        (tmp_path / f"{model}__{side}__seed2020.json").write_text(json.dumps(record))
+    rows = rc.table_rows(rc.load_results())
+    assert [r["model"] for r in rows] == ["BM3", "BM3@patience50"]
+    assert rows[1]["rel_diff_recall@20"] == pytest.approx(0.003 / 0.078)
 
 
 # --- DiffMM: the authors' code (HKUDS/DiffMM), patched at run time -----------------------------------------------
