@@ -42,9 +42,11 @@ class VBPR(MultimodalRecommender):
         self.user_id_embedding = nn.Embedding(self.n_users, self.id_size)  # gamma_u
         self.user_content_embedding = nn.Embedding(self.n_users, self.content_size)  # theta_u
         self.item_id_embedding = nn.Embedding(self.n_items, self.id_size)  # gamma_i
-        self.projection = nn.Linear(self.modalities.output_dim, self.content_size, bias=False)  # E
+        # registration order kept as before the key (the initialisation's draws follow it)
         if self.item_biases:
             self.item_bias = nn.Embedding(self.n_items, 1)  # beta_i
+        self.projection = nn.Linear(self.modalities.output_dim, self.content_size, bias=False)  # E
+        if self.item_biases:
             self.content_bias = nn.Linear(self.modalities.output_dim, 1, bias=False)  # beta'
 
         # parameter init
