@@ -74,6 +74,7 @@ CASES = {
     "mid/MetaMMF_GCN-unscaled": ("MetaMMF_GCN", "mid", {"content_scale": "none"}),
     "mid/MetaMMF_MF-rms": ("MetaMMF_MF", "mid", {"content_scale": "rms"}),
     "mid/MetaMMF_MF-unscaled": ("MetaMMF_MF", "mid", {"content_scale": "none"}),
+    "mid/MetaMMF_MF-gate": ("MetaMMF_MF", "mid", {"content_scale": "gate"}),
     "mid2048/LightGCN": ("LightGCN", "mid", {"train_batch_size": 2048}),
     "mid2048/MetaMMF_GCN": ("MetaMMF_GCN", "mid", {"train_batch_size": 2048}),
     "tiktok/LightGCN": ("LightGCN", "tiktok", {}),
@@ -99,7 +100,7 @@ GROUPS = {
     "mid-mf": (["mid/BPR", "mid/MetaMMF_MF", "mid/MetaMMF_MF-ref"], 1, 3),
     "mid-grcn": (["mid/LightGCN", "mid/GRCN"], 1, 3),
     "mid-scale": (["mid/LightGCN", "mid/MetaMMF_GCN-rms", "mid/MetaMMF_GCN-unscaled",
-                   "mid/BPR", "mid/MetaMMF_MF-rms", "mid/MetaMMF_MF-unscaled"], 1, 3),
+                   "mid/BPR", "mid/MetaMMF_MF-rms", "mid/MetaMMF_MF-unscaled", "mid/MetaMMF_MF-gate"], 1, 3),
     "mid2048": (["mid2048/LightGCN", "mid2048/MetaMMF_GCN"], 1, 3),
     "tiktok-gcn": (["tiktok/LightGCN", "tiktok/MetaMMF_GCN"], 0, 3),
     "tiktok-mf": (["tiktok/BPR", "tiktok/MetaMMF_MF"], 1, 3),
@@ -693,6 +694,16 @@ def report(path: Path) -> str:
         f"| same run, the reference settings (`properties/reference/MetaMMF-ref-movielens.yaml`) / the defaults "
         f"before issue 25 | {cell('diffmm-reference', 'diffmm/MetaMMF_GCN-reference', 'diffmm/MetaMMF_GCN-before')} "
         f"| report | |",
+        f"| issue 25, the scale change alone: MetaMMF_GCN (`rms`, shipped) / LightGCN epoch, mid-size | "
+        f"{cell('mid-scale', 'mid/MetaMMF_GCN-rms', 'mid/LightGCN')} | <= 1.29 (round 4) | "
+        f"{mark(ratio('mid-scale', 'mid/MetaMMF_GCN-rms', 'mid/LightGCN'), 1.29)} |",
+        f"| same run, MetaMMF_MF (`gate`, shipped) / BPR epoch | "
+        f"{cell('mid-scale', 'mid/MetaMMF_MF-gate', 'mid/BPR')} | <= 1.70 (round 4) | "
+        f"{mark(ratio('mid-scale', 'mid/MetaMMF_MF-gate', 'mid/BPR'), 1.70)} |",
+        f"| same run, MetaMMF_MF with `rms` / BPR epoch | {cell('mid-scale', 'mid/MetaMMF_MF-rms', 'mid/BPR')} | report | |",
+        f"| same run, the unscaled content (`none`): MetaMMF_GCN / LightGCN, MetaMMF_MF / BPR | "
+        f"{cell('mid-scale', 'mid/MetaMMF_GCN-unscaled', 'mid/LightGCN')}; "
+        f"{cell('mid-scale', 'mid/MetaMMF_MF-unscaled', 'mid/BPR')} | report | |",
         "",
         "## Every case",
         "",

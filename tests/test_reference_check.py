@@ -177,8 +177,12 @@ def _run(recall, ndcg, best, times):
     return {"test": {"recall@20": recall, "ndcg@20": ndcg}, "best_epoch": best, "epoch_train_times_s": times}
 
 
-def test_table_means_relative_difference_and_verdict():
+def test_table_means_relative_difference_and_verdict(monkeypatch):
+    # a difference beyond the bar is "to explain" (with its open hypothesis) until a run explains it
+    monkeypatch.setattr(rc, "EXPLANATIONS", {"BM3": "shown by a run"})
+    monkeypatch.setattr(rc, "HYPOTHESES", {"VBPR": "a guess"})
     results = {
+        "BM3": {"ours": {1: _run(0.0800, 0.030, 40, [1.0])}, "reference": {1: _run(0.0600, 0.025, 1, [1.0])}},
         "LightGCN": {"ours": {1: _run(0.0930, 0.045, 50, [1.0, 3.0]), 2: _run(0.0890, 0.043, 40, [2.0])},
                      "reference": {1: _run(0.0900, 0.044, 45, [4.0, 4.0]), 2: _run(0.0880, 0.042, 47, [2.0])}},
         "VBPR": {"ours": {1: _run(0.0560, 0.020, 20, [2.0])}, "reference": {1: _run(0.0450, 0.017, 30, [1.0])}},
@@ -190,7 +194,8 @@ def test_table_means_relative_difference_and_verdict():
     assert lg["rel_diff_recall@20"] == pytest.approx(0.0020 / 0.0890)
     assert lg["ours_median_epoch_s"] == 2.0 and lg["reference_median_epoch_s"] == 4.0 and lg["epoch_time_ratio"] == 0.5
     assert lg["verdict"] == "within 5 %" and lg["ours_best_epochs"] == [50, 40]
-    assert rows["VBPR"]["verdict"] == "**to explain**" and rows["VBPR"]["explanation"].startswith("open: ")
+    assert rows["VBPR"]["verdict"] == "**to explain**" and rows["VBPR"]["explanation"] == "open: a guess"
+    assert rows["BM3"]["verdict"] == "explained" and rows["BM3"]["explanation"] == "shown by a run"
     assert rows["FREEDOM"]["verdict"] == "incomplete" and rows["FREEDOM"]["rel_diff_recall@20"] is None
 
 
