@@ -364,8 +364,11 @@ MODELS = {
         "map": {**_same("embedding_size", "n_mm_layers", "knn_k", "reg_weight"),
                 "feat_embed_dim": "embedding_size", "mm_image_weight": _freedom_image_weight},
         "prepare": "dragon_user_graph",
-        "notes": "MMRec's DRAGON fails under torch 2.13 in its first batch (`forward` assigns a tensor to "
-                 "`result_embed`, registered as a parameter: TypeError); not yet patched here. "
+        "notes": "On the CPU MMRec's DRAGON fails in its first batch (`forward` assigns a tensor to `result_embed`, "
+                 "which `.to(device)` leaves a registered parameter on the CPU, a plain tensor on a GPU): the scratch "
+                 "copy is patched to the GPU's plain tensor (DRAGON_CPU_PATCH). With it, a 2-epoch smoke run stops "
+                 "at its second batch on a NaN loss (MMRec's own check), cause not yet found (no zero or NaN feature "
+                 "rows). "
                  "MMRec's user graph comes from its preprocessing script (run on the same training split); "
                  "ours is built in the model from the training interactions. Ours standardises the features, "
                  "MMRec reads them raw.",
@@ -496,6 +499,32 @@ def mmrec_checkout(mirror: str, dest: str) -> str:
     return commit
 
 
+# MMRec's DRAGON registers its output cache ``result_embed`` as a parameter and moves it with ``.to(device)``: on
+# a GPU that returns a plain tensor (so ``forward`` may assign one), on the CPU the parameter itself, and the first
+# batch fails (``TypeError: cannot assign 'torch.FloatTensor' as parameter``). The scratch copy is patched to what
+# the GPU gives: the same values as a plain tensor (``.data``), never trained (as on a GPU).
+DRAGON_CPU_PATCH = (
+    "nn.init.xavier_normal_(torch.tensor(np.random.randn(num_user + num_item, dim_x)))).to(self.device)",
+    "nn.init.xavier_normal_(torch.tensor(np.random.randn(num_user + num_item, dim_x)))).data.to(self.device)",
+)
+
+
+def patch_dragon_for_cpu(checkout: str) -> None:
+    """Apply :data:`DRAGON_CPU_PATCH` to the scratch checkout's ``src/models/dragon.py`` (once; the anchor must
+    occur exactly once, or the file is left alone and the error names it)."""
+    path = os.path.join(checkout, "src", "models", "dragon.py")
+    with open(path) as f:
+        text = f.read()
+    old, new = DRAGON_CPU_PATCH
+    if new in text:
+        return
+    if text.count(old) != 1:
+        raise RuntimeError(f"{path}: DRAGON's CPU patch expects its anchor once, found {text.count(old)}")
+    with open(path + ".tmp", "w") as f:
+        f.write(text.replace(old, new))
+    os.replace(path + ".tmp", path)
+
+
 def prepare_dragon_user_graph(checkout: str, data_root: str, scratch: str) -> str:
     """MMRec's DRAGON reads a user-user graph (``user_graph_dict.npy``) that MMRec's own
     ``preprocessing/dualgnn-gen-u-u-matrix.py`` makes from the training rows (``x_label`` 0): run that
@@ -537,6 +566,7 @@ def run_reference(model: str, seed: int, ours_cfg: dict, args) -> dict:
         f.write(yaml_text)
     if MODELS[model].get("prepare") == "dragon_user_graph":
         prepare_dragon_user_graph(checkout, data_root, args.scratch)
+        patch_dragon_for_cpu(checkout)
     config = mmrec_config(model, ours_cfg, seed, data_root)
     log_path = os.path.join(args.scratch, "logs", f"{_label(model, args)}__reference__seed{seed}.log")
     os.makedirs(os.path.dirname(log_path), exist_ok=True)

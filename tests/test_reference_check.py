@@ -199,6 +199,21 @@ def test_table_means_relative_difference_and_verdict(monkeypatch):
     assert rows["FREEDOM"]["verdict"] == "incomplete" and rows["FREEDOM"]["rel_diff_recall@20"] is None
 
 
+def test_dragon_cpu_patch_applies_once_and_refuses_a_changed_file(tmp_path):
+    models = tmp_path / "src" / "models"
+    models.mkdir(parents=True)
+    old, new = rc.DRAGON_CPU_PATCH
+    (models / "dragon.py").write_text(f"a = 1\n        self.result_embed = nn.Parameter(\n            {old}\nb = 2\n")
+    rc.patch_dragon_for_cpu(str(tmp_path))
+    rc.patch_dragon_for_cpu(str(tmp_path))  # idempotent
+    text = (models / "dragon.py").read_text()
+    assert text.count(new) == 1 and text.count(".data.to(self.device)") == 1 and text.startswith("a = 1\n")
+    (models / "dragon.py").write_text("self.result_embed = something_else\n")
+    with pytest.raises(RuntimeError, match="dragon.py: DRAGON's CPU patch expects its anchor once, found 0"):
+        rc.patch_dragon_for_cpu(str(tmp_path))
+    assert (models / "dragon.py").read_text() == "self.result_embed = something_else\n"
+
+
 def test_a_tagged_run_has_its_own_files_and_row(tmp_path, monkeypatch):
     # --tag: another setting of the same pair lands in MODEL@TAG files and its own table row, after the plain one
     args = types.SimpleNamespace(tag="patience50")
