@@ -58,21 +58,19 @@ def without_heavy_users(data_path: str, dataset: str, limit: int, tmp: str) -> s
     train_file = os.path.join(src, f"{dataset}.train.inter")
     if not os.path.isfile(train_file):
         raise FileNotFoundError(f"{train_file}: missing (--drop_users_above needs a fixed-split dataset)")
+    tables = {}
     for name in os.listdir(src):
-        path = os.path.join(src, name)
-        if not name.endswith(".inter"):
-            shutil.copy(path, os.path.join(dst, name))
-    train = pd.read_csv(train_file, sep="\t", dtype=str)
+        if name.endswith(".inter"):
+            tables[name] = pd.read_csv(os.path.join(src, name), sep="\t", dtype=str)
+        else:
+            shutil.copy(os.path.join(src, name), os.path.join(dst, name))
+    train = tables[f"{dataset}.train.inter"]
     user = train.columns[0]
     counts = train[user].value_counts()
     heavy = set(counts[counts > limit].index)
-    kept = 0
-    for name in os.listdir(src):
-        if name.endswith(".inter"):
-            table = pd.read_csv(os.path.join(src, name), sep="\t", dtype=str)
-            table = table[~table[user].isin(heavy)]
-            table.to_csv(os.path.join(dst, name), sep="\t", index=False)
-            kept += len(table) if name == f"{dataset}.train.inter" else 0
+    for name, table in tables.items():
+        table[~table[user].isin(heavy)].to_csv(os.path.join(dst, name), sep="\t", index=False)
+    kept = int((~train[user].isin(heavy)).sum())
     print(f"--drop_users_above {limit}: {len(heavy)} users dropped ({len(train) - kept} of {len(train)} "
           f"training rows); training on {kept}", flush=True)
     return tmp

@@ -261,22 +261,23 @@ def _content_reg_weight(cfg: dict) -> float:
     return float(cfg.get("content_reg_weight") or 0.0)
 
 
+def _diffmm_choice(cfg: dict, key: str, argument: str, table: dict) -> int:
+    """The reference's integer ``argument`` for our categorical setting ``key`` (``table``: our value -> theirs)."""
+    value = str(cfg.get(key)).lower()
+    if value not in table:
+        raise ValueError(f"DiffMM: {key} {cfg.get(key)!r} has no {argument} in the reference "
+                         f"(one of {sorted(table)})")
+    return table[value]
+
+
 def _diffmm_trans(cfg: dict) -> int:
     """DiffMM's ``--trans``: 1 = a Linear per modality (ours ``linear``), 0 = weight matrix + LeakyReLU."""
-    value = str(cfg.get("feat_transform")).lower()
-    if value not in DIFFMM_TRANS:
-        raise ValueError(f"DiffMM: feat_transform {cfg.get('feat_transform')!r} has no --trans in the reference "
-                         f"(one of {sorted(DIFFMM_TRANS)})")
-    return DIFFMM_TRANS[value]
+    return _diffmm_choice(cfg, "feat_transform", "--trans", DIFFMM_TRANS)
 
 
 def _diffmm_cl_method(cfg: dict) -> int:
     """DiffMM's ``--cl_method``: 1 = each modality view against the main output (ours ``main``), 0 = pairs."""
-    value = str(cfg.get("cl_method")).lower()
-    if value not in DIFFMM_CL_METHOD:
-        raise ValueError(f"DiffMM: cl_method {cfg.get('cl_method')!r} has no --cl_method in the reference "
-                         f"(one of {sorted(DIFFMM_CL_METHOD)})")
-    return DIFFMM_CL_METHOD[value]
+    return _diffmm_choice(cfg, "cl_method", "--cl_method", DIFFMM_CL_METHOD)
 
 
 def _diffmm_dims(cfg: dict) -> str:
