@@ -322,6 +322,25 @@ MODELS = {
                  "here, standardised features stay (`--set '{\"standardize_modalities\": false}'` reads "
                  "them raw, as MMRec).",
     },
+    "MMGCN": {
+        "ours": "MMGCN", "reference": "MMGCN",
+        # MMRec: reg_weight x (mean squared ID rows of the batch + mean squared visual preference), as the
+        # authors' code; ours reg_weight on the batch's ID embeddings and user preferences
+        "map": _same("embedding_size", "n_layers", "reg_weight"),
+        "notes": "MMRec's `id_embedding` is a plain tensor (`xavier_normal_(torch.rand(..., requires_grad=True))"
+                 ".to(device)`), not a registered parameter, so its optimiser never updates it: the ID part "
+                 "stays at its random start there; ours trains it (the paper's x_i). MMRec's visual GCN has "
+                 "a 256-wide first projection (`dim_latent=256`), its second modality none. Ours standardises the "
+                 "features, MMRec reads them raw.",
+    },
+    "GRCN": {
+        "ours": "GRCN", "reference": "GRCN",
+        # MMRec's n_layers is the routing count of its CGCN; latent_embedding the content width
+        "map": {**_same("embedding_size", "reg_weight"), "latent_embedding": "content_embedding_size",
+                "n_layers": "n_routing"},
+        "notes": "Both prune with the confidence-weighted edge affinities (`weight_mode` confid) and concatenate "
+                 "ID and content parts. Ours standardises the features, MMRec reads them raw.",
+    },
     "LATTICE": {
         "ours": "LATTICE", "reference": "LATTICE",
         # MMRec's reg_weight: 1/2 the squared norms of the batch's final user / item vectors over the batch
@@ -680,6 +699,33 @@ def cmd_run(args) -> None:
 # Drivers (run in their own process, one thread)
 # ---------------------------------------------------------------------------------------------
 
+def _scatter_add(src, index, dim=-1, out=None, dim_size=None):
+    """``torch_scatter.scatter_add`` in plain torch: ``out[..., index[j], ...] += src[..., j, ...]`` along
+    ``dim`` (``index`` is broadcast to ``src`` as torch_scatter does; a new ``out`` has ``dim_size`` rows)."""
+    import torch
+
+    dim = dim % src.dim()
+    if index.dim() < src.dim():  # torch_scatter's broadcast: index runs along ``dim``
+        view = [1] * src.dim()
+        view[dim] = -1
+        index = index.view(view)
+    index = index.expand_as(src)
+    if out is None:
+        shape = list(src.shape)
+        shape[dim] = int(dim_size) if dim_size is not None else (int(index.max()) + 1 if index.numel() else 0)
+        out = src.new_zeros(shape)
+    return out.scatter_add_(dim, index, src)
+
+
+def _torch_scatter_shim():
+    """A stand-in ``torch_scatter`` module with :func:`_scatter_add` (the extension has no wheel for this torch)."""
+    import types
+
+    module = types.ModuleType("torch_scatter")
+    module.scatter_add = _scatter_add
+    return module
+
+
 def cmd_mmrec_driver(args) -> None:
     """Run MMRec's quick_start in MMRec's src/ folder with one thread and our settings."""
     import types
@@ -705,6 +751,10 @@ def cmd_mmrec_driver(args) -> None:
         for name in ("ImageResize", "ImagePad", "image_to_tensor", "load_decompress_img_from_lmdb_value"):
             setattr(stub, name, _unavailable)
         sys.modules["utils.data_utils"] = stub
+    try:
+        import torch_scatter  # noqa: F401
+    except ImportError:  # MMRec's utils.get_sparse_laplacian (MGCN's kNN graphs) imports it for one scatter_add
+        sys.modules["torch_scatter"] = _torch_scatter_shim()
     from common import trainer as mmrec_trainer  # noqa: E402  (MMRec's module)
     from utils.quick_start import quick_start  # noqa: E402
 

@@ -214,6 +214,19 @@ def test_dragon_cpu_patch_applies_once_and_refuses_a_changed_file(tmp_path):
     assert (models / "dragon.py").read_text() == "self.result_embed = something_else\n"
 
 
+def test_torch_scatter_stand_in_sums_by_index_as_the_extension_does():
+    import torch
+
+    src = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0])
+    index = torch.tensor([2, 0, 2, 4, 0])
+    # MMRec's call: scatter_add(edge_weight, row, dim=0, dim_size=num_nodes); node 1, 3 and 5 get nothing
+    assert rc._scatter_add(src, index, dim=0, dim_size=6).tolist() == [7.0, 0.0, 4.0, 0.0, 4.0, 0.0]
+    assert rc._scatter_add(src, index).tolist() == [7.0, 0.0, 4.0, 0.0, 4.0]  # size from the largest index
+    rows = torch.arange(6.0).view(3, 2)  # a 1-d index broadcast along dim 0 of a matrix
+    assert rc._scatter_add(rows, torch.tensor([1, 0, 1]), dim=0).tolist() == [[2.0, 3.0], [4.0, 6.0]]
+    assert rc._torch_scatter_shim().scatter_add is rc._scatter_add
+
+
 def test_a_tagged_run_has_its_own_files_and_row(tmp_path, monkeypatch):
     # --tag: another setting of the same pair lands in MODEL@TAG files and its own table row, after the plain one
     args = types.SimpleNamespace(tag="patience50")
