@@ -58,6 +58,8 @@ import sys
 import time
 from datetime import datetime, timezone
 
+import yaml
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 RESULTS = os.path.join(HERE, "reference_check")
@@ -386,9 +388,9 @@ MODELS = {
         "prepare": "dragon_user_graph",
         "notes": "On the CPU MMRec's DRAGON fails in its first batch (`forward` assigns a tensor to `result_embed`, "
                  "which `.to(device)` leaves a registered parameter on the CPU, a plain tensor on a GPU): the scratch "
-                 "copy is patched to the GPU's plain tensor (DRAGON_CPU_PATCH). With it, a 2-epoch smoke run stops "
-                 "at its second batch on a NaN loss (MMRec's own check), cause not yet found (no zero or NaN feature "
-                 "rows). "
+                 "copy is patched to the GPU's plain tensor (DRAGON_CPU_PATCH). MMRec's `aggr_mode` is a grid key "
+                 "(`['add']`): given as MMRec's first grid value `add` (`mmrec_grid_firsts`); left a list, its "
+                 "graph layers skipped their degree normalisation and the loss became NaN at the second batch. "
                  "MMRec's user graph comes from its preprocessing script (run on the same training split); "
                  "ours is built in the model from the training interactions. Ours standardises the features, "
                  "MMRec reads them raw.",
@@ -425,11 +427,36 @@ def mmrec_first(value):
     return value[0] if isinstance(value, list) and value else value
 
 
-def mmrec_config(model: str, ours_cfg: dict, seed: int, data_root: str) -> dict:
-    """The ``config_dict`` given to MMRec's ``quick_start``: our resolved settings mapped to MMRec's
-    keys, one seed, no grid (``hyper_parameters: [seed]``), Recall@20 on validation."""
-    spec = MODELS[model]
+def mmrec_grid_firsts(model_yaml: dict) -> dict:
+    """The first value of every key MMRec's model YAML searches (``hyper_parameters``) with a list of values.
+
+    With the grid replaced by ``hyper_parameters: [seed]`` MMRec no longer expands those keys, and a key our
+    map does not set would reach the model as the whole list (DRAGON's ``aggr_mode: ['add']`` then makes its
+    graph layers skip their degree normalisation, whose check is ``aggr == 'add'``): each gets the value
+    MMRec's own first grid point gives it."""
     out = {}
+    for key in model_yaml.get("hyper_parameters") or []:
+        value = model_yaml.get(key)
+        if isinstance(value, list) and value and key != "seed":
+            out[key] = value[0]
+    return out
+
+
+def read_mmrec_model_yaml(checkout: str, model: str) -> dict:
+    """MMRec's ``src/configs/model/<MODEL>.yaml`` of the scratch checkout ({} if it has none)."""
+    path = os.path.join(checkout, "src", "configs", "model", f"{model}.yaml")
+    if not os.path.isfile(path):
+        return {}
+    with open(path) as f:
+        return yaml.safe_load(f) or {}
+
+
+def mmrec_config(model: str, ours_cfg: dict, seed: int, data_root: str, model_yaml: dict | None = None) -> dict:
+    """The ``config_dict`` given to MMRec's ``quick_start``: our resolved settings mapped to MMRec's
+    keys, one seed, no grid (``hyper_parameters: [seed]``; the keys MMRec's ``model_yaml`` searches and we
+    do not map at their first grid value), Recall@20 on validation."""
+    spec = MODELS[model]
+    out = mmrec_grid_firsts(model_yaml or {})
     for ref_key, ours_key in {**TRAINING_MAP, **spec["map"]}.items():
         value = ours_key(ours_cfg) if callable(ours_key) else ours_cfg.get(ours_key)
         if value is None:
@@ -587,7 +614,8 @@ def run_reference(model: str, seed: int, ours_cfg: dict, args) -> dict:
     if MODELS[model].get("prepare") == "dragon_user_graph":
         prepare_dragon_user_graph(checkout, data_root, args.scratch)
         patch_dragon_for_cpu(checkout)
-    config = mmrec_config(model, ours_cfg, seed, data_root)
+    config = mmrec_config(model, ours_cfg, seed, data_root, read_mmrec_model_yaml(checkout, MODELS[model]["reference"]))
+    clear_mmrec_graph_caches(os.path.join(data_root, DATASET))
     log_path = os.path.join(args.scratch, "logs", f"{_label(model, args)}__reference__seed{seed}.log")
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
     cmd = [sys.executable, os.path.abspath(__file__), "mmrec-driver", "--src", src,
@@ -608,6 +636,18 @@ def run_reference(model: str, seed: int, ours_cfg: dict, args) -> dict:
         return record
     record.update(status="ok", **parsed)
     return record
+
+
+def clear_mmrec_graph_caches(data_dir: str) -> list[str]:
+    """Remove the item graphs MMRec's models cache beside the data (``*.pt``: DRAGON's ``mm_adj_{k}.pt``,
+    FREEDOM's, LATTICE's, MGCN's), so each reference run builds its own from its own settings (DRAGON's file
+    name omits its modality weight, and a cache of another setting would be read silently); the names removed."""
+    removed = []
+    for name in sorted(os.listdir(data_dir)):
+        if name.endswith(".pt"):
+            os.remove(os.path.join(data_dir, name))
+            removed.append(name)
+    return removed
 
 
 def _run_logged(cmd: list, cwd: str, log_path: str) -> tuple[int, float, str]:

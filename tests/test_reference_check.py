@@ -227,6 +227,27 @@ def test_torch_scatter_stand_in_sums_by_index_as_the_extension_does():
     assert rc._torch_scatter_shim().scatter_add is rc._scatter_add
 
 
+def test_mmrec_keys_it_searches_and_we_do_not_map_get_its_first_grid_value():
+    # MMRec's DRAGON.yaml: aggr_mode ['add'] and two mapped keys in its grid; embedding_size is no grid key
+    dragon_yaml = {"aggr_mode": ["add"], "learning_rate": [0.1, 0.01], "reg_weight": [0.1, 0.01],
+                   "mlp": [64, 32], "hyper_parameters": ["aggr_mode", "reg_weight", "learning_rate"]}
+    assert rc.mmrec_grid_firsts(dragon_yaml) == {"aggr_mode": "add", "learning_rate": 0.1, "reg_weight": 0.1}
+    ours = {"learning_rate": 1e-4, "train_batch_size": 2048, "epochs": 100, "stopping_step": 10,
+            "embedding_size": 64, "n_mm_layers": 1, "knn_k": 10, "reg_weight": 1e-3,
+            "modality_weights": [0.1, 0.9]}
+    cfg = rc.mmrec_config("DRAGON", ours, 7, "/data", dragon_yaml)
+    assert cfg["aggr_mode"] == "add"  # a string, as MMRec's grid gives it, not the list
+    assert (cfg["learning_rate"], cfg["reg_weight"]) == (1e-4, 1e-3)  # our mapped values win
+    assert "mlp" not in cfg and cfg["hyper_parameters"] == ["seed"]
+
+
+def test_mmrec_graph_caches_are_cleared_before_a_reference_run(tmp_path):
+    for name in ("mm_adj_10.pt", "image_adj_10_True.pt", "image_feat.npy", "tiktok-diffmm.inter"):
+        (tmp_path / name).write_text("x")
+    assert rc.clear_mmrec_graph_caches(str(tmp_path)) == ["image_adj_10_True.pt", "mm_adj_10.pt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["image_feat.npy", "tiktok-diffmm.inter"]
+
+
 def test_a_tagged_run_has_its_own_files_and_row(tmp_path, monkeypatch):
     # --tag: another setting of the same pair lands in MODEL@TAG files and its own table row, after the plain one
     args = types.SimpleNamespace(tag="patience50")
