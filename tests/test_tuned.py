@@ -123,17 +123,19 @@ def test_every_row_ships_a_search_space_of_real_keys_with_rate_and_regularisatio
         assert ("content_reg_weight" in space) == ("content_reg_weight" in _yaml_defaults(model))
 
 
-def test_the_three_tuned_benchmark_files_plan_ten_rows_with_one_budget():
+def test_the_three_tuned_benchmark_files_plan_their_rows_with_one_budget():
     for name, configs, rungs in (("mm-ml-100k", 8, [10, 30]), ("tiktok-diffmm", 8, [10, 30]), ("microlens", 4, [])):
         spec = load_spec(str(REPO / "benchmarks" / "tuned" / f"{name}.yaml"))
-        assert spec.models == ROWS and spec.seeds == [2020, 2021, 2022] and spec.datasets == [name]
+        rows = ROWS + ["BM3", "MGCN", "DRAGON", "LGMRec", "DiffMM"] if name == "tiktok-diffmm" else ROWS
+        seeds = [2020, 2021, 2022, 2023, 2024] if name == "tiktok-diffmm" else [2020, 2021, 2022]
+        assert spec.models == rows and spec.seeds == seeds and spec.datasets == [name]
         assert spec.model_of("MetaMMF_GCN-LightGCN") == "MetaMMF_GCN"
         assert spec.settings(name)["MetaMMF_GCN-LightGCN"][2]["propagation"] == "lightgcn"
         assert spec.tune["configs"] == configs and spec.tune["rungs"] == rungs
         plan = TunedPlan(spec, "/nonexistent")
-        assert all(len(plan.samples[r]) == configs for r in ROWS)  # the same number for every row
+        assert all(len(plan.samples[r]) == configs for r in rows)  # the same number for every row
         first = plan.step()
-        assert len(first) == configs * len(ROWS) and all(a.sub == SEARCH for a in first)
+        assert len(first) == configs * len(rows) and all(a.sub == SEARCH for a in first)
     micro = load_spec(str(REPO / "benchmarks" / "tuned" / "microlens.yaml"))
     assert micro.tune["max_last_epoch_share"] is None and micro.config["train_batch_size"] == 8192
     for row in ROWS:  # a 2 x 2 grid: learning rate x one regularisation key the model has
@@ -142,6 +144,8 @@ def test_the_three_tuned_benchmark_files_plan_ten_rows_with_one_budget():
         assert set(space) <= _known_keys(micro.model_of(row))
     tiktok = load_spec(str(REPO / "benchmarks" / "tuned" / "tiktok-diffmm.yaml"))
     assert tiktok.config["valid_metric"] == "Recall@20" and tiktok.config["benchmark_filename"] == ["train", "valid", "test"]
+    # issue 22's board: a patience no single plateau decides, the DiffMM-style selection recorded beside the result
+    assert tiktok.config["stopping_step"] == 20 and tiktok.config["diagnose_best_test_epoch"] is True
 
 
 def test_a_named_entry_has_its_own_trial_ids_and_config_in_plain_mode_too():
@@ -461,6 +465,7 @@ def test_tuned_report_states_space_configs_choice_time_and_last_epoch_count(tmp_
     assert m == "| M-x | M | 2 | 2 (28) | #0: learning_rate=0.001 | 0.2000 | 20.0 min | 2.0 min | 3 (0) |"
     assert "* **A** (`hyper/A.hyper`): learning_rate in {0.001, 0.01}" in md
     assert "\n| A | 3 | " in md and "\n| M-x | 3 | " in md  # the leaderboard's own rows
+    assert "## Patience" in md and "| M-x | 3 | 0, 0, 0 | 0 | 0 |" in md  # each final's longest pre-best plateau
     search_md = (tmp_path / "toy" / "search.md").read_text()
     assert "| #1: learning_rate=0.01 | 0.2000 |" in search_md and "| #0: learning_rate=0.001 | 0.1000 |" in search_md
     assert (tmp_path / "toy" / "search.csv").read_text().count("\n") == 5

@@ -25,6 +25,7 @@ from scipy import stats
 
 from recbole_metammf.benchmark import published as pub
 from recbole_metammf.benchmark import store
+from recbole_metammf.benchmark.epochs import selection_section
 from recbole_metammf.benchmark.plots import bar_chart, column_label, validation_curves
 from recbole_metammf.evaluation import DIAGNOSTIC_KEY
 
@@ -253,6 +254,7 @@ def write_dataset_report(out_dir: str, dataset: str, records: list[dict], manife
         md += [note, ""]
     md += [table_markdown(summary), "", "![bars](bars.png)", "", "![validation curves](valid_curves.png)", ""]
     md += _published_section(d_dir, summary, manifest.get("spec", {}).get("published") or {}, dataset)
+    md += selection_section(ok, summary["models"], manifest.get("spec", {}).get("published") or {}, dataset)
     md += list(sections_after_table or [])
     md += ["## Protocol", "", _protocol_text(ok[0]), "", "## Dataset", "", _dataset_text(ok[0]), "",
            "## Configs", "", "Training settings and each model's hyper-parameters as run (full configs: "

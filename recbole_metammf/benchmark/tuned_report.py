@@ -18,6 +18,7 @@ import os
 from collections import defaultdict
 
 from recbole_metammf.benchmark import store
+from recbole_metammf.benchmark.epochs import patience_section
 from recbole_metammf.benchmark.report import as_rows, produced_by, write_dataset_report, write_report
 from recbole_metammf.benchmark.store import TUNE_DEFAULTS as DEFAULTS
 
@@ -197,6 +198,7 @@ def write_tuned_report(out_dir: str, focus: str | None = None) -> dict:
         d_dir = os.path.join(out_dir, dataset)
         os.makedirs(d_dir, exist_ok=True)
         section = tuning_section(dataset, rows, f, s, tune, seeds)
+        section += patience_section([r for r in f if r["status"] == "ok"], rows)
         md, table = search_table(rows, s, tune)
         store.atomic_write_text(os.path.join(d_dir, "search.md"), md)
         store.atomic_write_text(os.path.join(d_dir, "search.csv"), table)
