@@ -90,8 +90,9 @@ def main():
         "The two give the same batches and the same trained model (tests/test_batch_item_features.py).", "",
         "    python benchmarks/bench_batch_join.py --dataset " + args.dataset + " --models " + " ".join(args.models), "",
         f"Dataset `{args.dataset}`; {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; {platform.node()}; torch "
-        f"{torch.__version__}; load average at start {load_start[0]:.2f}, at end {os.getloadavg()[0]:.2f} "
-        "(2 cores; other work ran on the other core).", "",
+        f"{torch.__version__}; niceness {os.nice(0)}; load average at start {load_start[0]:.2f}, at end "
+        f"{os.getloadavg()[0]:.2f} ({os.cpu_count()} cores). On a shared machine the seconds are inflated by the "
+        "other work; the two settings alternate epoch by epoch, so their ratio is the figure.", "",
         "| model | batches / epoch | joined: median epoch s | ids only: median epoch s | ids only / joined |",
         "|---|---|---|---|---|",
         *[f"| {m} | {n} | {a:.3f} | {b:.3f} | {ratio:.2f} |" for m, n, a, b, ratio in rows], ""]
