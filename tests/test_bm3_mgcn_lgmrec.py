@@ -342,6 +342,24 @@ def test_bounded_logsumexp_equals_autograd_values_and_gradients():
     assert torch.autograd.gradcheck(lambda a, c: bounded_logsumexp(a, c, 5.0), (a, c))
 
 
+def test_bounded_logsumexp_in_several_blocks_with_a_ragged_last_one(monkeypatch):
+    from recbole_metammf.layers import contrast
+
+    monkeypatch.setattr(contrast, "BLOCK_BYTES", 4 * 13 * 16)  # 16 rows a block for 13 candidates: 37 = 16 + 16 + 5
+    assert contrast.block_rows(13) == 16
+    torch.manual_seed(1)
+    a = torch.nn.functional.normalize(torch.randn(37, 6, dtype=torch.float64), dim=1).requires_grad_()
+    c = torch.nn.functional.normalize(torch.randn(13, 6, dtype=torch.float64), dim=1).requires_grad_()
+    got, want = contrast.bounded_logsumexp(a, c, 1 / 0.2), torch.logsumexp(a @ c.t() / 0.2, dim=1)
+    assert torch.allclose(got, want, atol=1e-12)
+    w = torch.randn(37, dtype=torch.float64)
+    for inputs in ([a, c], [a], [c]):  # each gradient alone too (the other input frozen)
+        g_got = torch.autograd.grad((contrast.bounded_logsumexp(a, c, 1 / 0.2) * w).sum(), inputs)
+        g_want = torch.autograd.grad((want * w).sum(), inputs, retain_graph=True)
+        assert all(torch.allclose(x, y, atol=1e-12) for x, y in zip(g_got, g_want))
+    assert torch.autograd.gradcheck(lambda a, c: contrast.bounded_logsumexp(a, c, 3.0), (a, c))
+
+
 # --- every model: terms, gradients, modalities ------------------------------------------------------
 TERMS = {
     "BM3": lambda m: {"ui", "iu", "reg", *(f"cross_{i}" for i in range(m)), *(f"intra_{i}" for i in range(m))},
