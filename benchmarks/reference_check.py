@@ -329,11 +329,17 @@ MODELS = {
         # MMRec: reg_weight x (mean squared ID rows of the batch + mean squared visual preference), as the
         # authors' code; ours reg_weight on the batch's ID embeddings and user preferences
         "map": _same("embedding_size", "n_layers", "reg_weight"),
-        "notes": "MMRec's `id_embedding` is a plain tensor (`xavier_normal_(torch.rand(..., requires_grad=True))"
-                 ".to(device)`), not a registered parameter, so its optimiser never updates it: the ID part "
-                 "stays at its random start there; ours trains it (the paper's x_i). MMRec's visual GCN has "
-                 "a 256-wide first projection (`dim_latent=256`), its second modality none. Ours standardises the "
-                 "features, MMRec reads them raw.",
+        "notes": "MMRec's `mmgcn.py` departs from the paper (and from ours) in six places, read from its code: "
+                 "(1) `id_embedding` and each modality's user `preference` are plain tensors "
+                 "(`xavier_normal_(torch.rand(..., requires_grad=True)).to(device)`), not registered parameters, so "
+                 "its optimiser never updates them: users and IDs stay at their random start; (2) its GCN always "
+                 "runs three layers (`forward` is written out three times; `n_layers` is read and unused); (3) "
+                 "`concate = 'False'` is a non-empty string, so the concatenating combination runs; (4) `aggr_mode` "
+                 "mean, no degree normalisation; (5) the first modality is projected to 256 without activation "
+                 "(`dim_latent=256`), the second enters at its raw width; (6) the modalities' outputs are averaged. "
+                 "Ours follows the paper (trained IDs and preferences, `n_layers`, the element-wise combination, "
+                 "symmetric normalisation, a LeakyReLU projection to `embedding_size`, summed modalities) and "
+                 "standardises the features, which MMRec reads raw.",
     },
     "GRCN": {
         "ours": "GRCN", "reference": "GRCN",
@@ -702,6 +708,25 @@ def _stamp(record: dict) -> dict:
     return record
 
 
+def reusable_reference(model: str, seed: int, args) -> dict | None:
+    """For a tagged run whose ``--set`` changes nothing MMRec is given (e.g. ``standardize_modalities``, which has
+    no MMRec key): the untagged reference result of the same seed, marked ``reused_from``, instead of the same
+    run again; None when there is none, it failed, or MMRec's config would differ (DiffMM's reference: never)."""
+    if not getattr(args, "tag", None) or MODELS[model].get("reference_repo"):
+        return None
+    base = result_path(model, "reference", seed)
+    if not os.path.isfile(base):
+        return None
+    with open(base) as f:
+        record = json.load(f)
+    config = mmrec_config(model, resolve_ours(model, args.data_path, args.extra), seed,
+                          os.path.join(args.scratch, "data"),
+                          read_mmrec_model_yaml(os.path.join(args.scratch, "mmrec"), MODELS[model]["reference"]))
+    if record.get("status") != "ok" or record.get("config") != config:
+        return None
+    return {**record, "reused_from": os.path.basename(base)}
+
+
 def cmd_run(args) -> None:
     layout = write_mmrec_layout(os.path.join(args.data_path, DATASET), DATASET, os.path.join(args.scratch, "data"))
     print(f"MMRec layout: {layout['folder']} ({layout['n_users']} users, {layout['n_items']} items, "
@@ -719,7 +744,10 @@ def cmd_run(args) -> None:
                     print(f"budget spent: {model} {side} seed {seed} not started", flush=True)
                     continue
                 print(f"{datetime.now():%H:%M:%S} {model} {side} seed {seed} ...", flush=True)
-                if side == "ours":
+                same = reusable_reference(model, seed, args) if side == "reference" else None
+                if same is not None:
+                    record = same
+                elif side == "ours":
                     record = run_ours(model, seed, args)
                 else:
                     diffmm = MODELS[model].get("reference_repo") == "HKUDS/DiffMM"
@@ -727,7 +755,7 @@ def cmd_run(args) -> None:
                     record = runner(model, seed, resolve_ours(model, args.data_path, args.extra), args)
                 if getattr(args, "tag", None):
                     record.update(model=_label(model, args), tag=args.tag, set=args.extra)
-                _write_json(path, _stamp(record))
+                _write_json(path, record if same is not None else _stamp(record))  # a reused run keeps its stamps
                 test = record.get("test", {})
                 print(f"  {record['status']}: test recall@20 {test.get('recall@20')} ndcg@20 {test.get('ndcg@20')} "
                       f"best epoch {record.get('best_epoch')} / {record.get('epochs_run')}, "

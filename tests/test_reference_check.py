@@ -248,6 +248,26 @@ def test_mmrec_graph_caches_are_cleared_before_a_reference_run(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["image_feat.npy", "tiktok-diffmm.inter"]
 
 
+def test_a_tagged_run_reuses_the_reference_run_only_when_mmrec_is_given_the_same(tmp_path, monkeypatch):
+    ours = {"learning_rate": 1e-3, "train_batch_size": 2048, "epochs": 100, "stopping_step": 10,
+            "embedding_size": 64, "n_layers": 2, "reg_weight": 1e-4, "standardize_modalities": False}
+    monkeypatch.setattr(rc, "RESULTS", str(tmp_path))
+    monkeypatch.setattr(rc, "resolve_ours", lambda model, data_path, extra: {**ours, **(extra or {})})
+    monkeypatch.setattr(rc, "read_mmrec_model_yaml", lambda checkout, model: {})
+    config = rc.mmrec_config("LightGCN", ours, 2020, str(tmp_path / "data"))
+    base = {"status": "ok", "side": "reference", "model": "LightGCN", "seed": 2020, "config": config,
+            "test": {"recall@20": 0.09}, "finished_at": "then"}
+    (tmp_path / "LightGCN__reference__seed2020.json").write_text(json.dumps(base))
+    raw = types.SimpleNamespace(tag="raw", extra={"standardize_modalities": False}, data_path="d", scratch=str(tmp_path))
+    reused = rc.reusable_reference("LightGCN", 2020, raw)  # a key MMRec has no counterpart of: the same run
+    assert reused["reused_from"] == "LightGCN__reference__seed2020.json" and reused["finished_at"] == "then"
+    assert reused["test"] == base["test"]
+    deeper = types.SimpleNamespace(tag="l3", extra={"n_layers": 3}, data_path="d", scratch=str(tmp_path))
+    assert rc.reusable_reference("LightGCN", 2020, deeper) is None  # MMRec would get n_layers 3: run it
+    assert rc.reusable_reference("LightGCN", 2021, raw) is None  # no untagged run of that seed
+    assert rc.reusable_reference("LightGCN", 2020, types.SimpleNamespace(tag=None, extra=None)) is None
+
+
 def test_a_tagged_run_has_its_own_files_and_row(tmp_path, monkeypatch):
     # --tag: another setting of the same pair lands in MODEL@TAG files and its own table row, after the plain one
     args = types.SimpleNamespace(tag="patience50")
