@@ -578,6 +578,48 @@ def patch_dragon_for_cpu(checkout: str) -> None:
     os.replace(path + ".tmp", path)
 
 
+# Optional changes to a copy of the reference, to test an explanation by a run (``--reference-patch NAME``, always
+# with ``--tag``): each is (file under src/, [(anchor, replacement), ...], what it changes). The patched copy is its
+# own checkout (``mmrec-NAME``), so the plain reference is never touched.
+REFERENCE_PATCHES = {
+    "mmgcn-trained": (
+        os.path.join("models", "mmgcn.py"),
+        [("self.id_embedding = nn.init.xavier_normal_(torch.rand((num_user+num_item, dim_x), requires_grad=True))"
+          ".to(self.device)",
+          "self.id_embedding = nn.Parameter(nn.init.xavier_normal_(torch.rand((num_user+num_item, dim_x)))"
+          ".to(self.device))"),
+         ("self.preference = nn.init.xavier_normal_(torch.rand((num_user, self.dim_latent), requires_grad=True))"
+          ".to(self.device)",
+          "self.preference = nn.Parameter(nn.init.xavier_normal_(torch.rand((num_user, self.dim_latent)))"
+          ".to(self.device))"),
+         ("self.preference = nn.init.xavier_normal_(torch.rand((num_user, self.dim_feat), requires_grad=True))"
+          ".to(self.device)",
+          "self.preference = nn.Parameter(nn.init.xavier_normal_(torch.rand((num_user, self.dim_feat)))"
+          ".to(self.device))")],
+        "MMGCN's ID table and user preferences registered as parameters (trained), as the paper has them",
+    ),
+}
+
+
+def apply_reference_patch(checkout: str, name: str) -> None:
+    """Apply :data:`REFERENCE_PATCHES` ``name`` to the checkout (once: each anchor exactly once, else an error
+    naming it and the file left alone)."""
+    rel, pairs, _ = REFERENCE_PATCHES[name]
+    path = os.path.join(checkout, "src", rel)
+    with open(path) as f:
+        text = f.read()
+    if all(new in text for _, new in pairs):
+        return
+    for old, _ in pairs:
+        if text.count(old) != 1:
+            raise RuntimeError(f"{path}: reference patch {name} expects its anchor once, found {text.count(old)}: {old[:60]}")
+    for old, new in pairs:
+        text = text.replace(old, new)
+    with open(path + ".tmp", "w") as f:
+        f.write(text)
+    os.replace(path + ".tmp", path)
+
+
 def prepare_dragon_user_graph(checkout: str, data_root: str, scratch: str) -> str:
     """MMRec's DRAGON reads a user-user graph (``user_graph_dict.npy``) that MMRec's own
     ``preprocessing/dualgnn-gen-u-u-matrix.py`` makes from the training rows (``x_label`` 0): run that
@@ -609,8 +651,11 @@ def prepare_dragon_user_graph(checkout: str, data_root: str, scratch: str) -> st
 
 
 def run_reference(model: str, seed: int, ours_cfg: dict, args) -> dict:
-    checkout = os.path.join(args.scratch, "mmrec")
+    patch = getattr(args, "reference_patch", None)
+    checkout = os.path.join(args.scratch, "mmrec" if not patch else f"mmrec-{patch}")
     commit = mmrec_checkout(args.mirror, checkout)
+    if patch:
+        apply_reference_patch(checkout, patch)
     src = os.path.join(checkout, "src")
     data_root = os.path.join(args.scratch, "data")
     with open(os.path.join(data_root, DATASET, f"{DATASET}.yaml")) as f:
@@ -629,6 +674,7 @@ def run_reference(model: str, seed: int, ours_cfg: dict, args) -> dict:
     returncode, wall, text = _run_logged(cmd, src, log_path)
     record = {"side": "reference", "model": model, "reference_model": MODELS[model]["reference"], "seed": seed,
               "reference": "github enoche/MMRec", "reference_commit": commit, "config": config,
+              **({"reference_patch": patch, "reference_patch_does": REFERENCE_PATCHES[patch][2]} if patch else {}),
               "command": f"cd {shlex.quote(src)} && OMP_NUM_THREADS=1 python {shlex.quote(os.path.abspath(__file__))} "
                          f"mmrec-driver --src . --model {MODELS[model]['reference']} --dataset {DATASET} "
                          f"--config {shlex.quote(json.dumps(config))}",
@@ -708,26 +754,34 @@ def _stamp(record: dict) -> dict:
     return record
 
 
-def reusable_reference(model: str, seed: int, args) -> dict | None:
-    """For a tagged run whose ``--set`` changes nothing MMRec is given (e.g. ``standardize_modalities``, which has
-    no MMRec key): the untagged reference result of the same seed, marked ``reused_from``, instead of the same
-    run again; None when there is none, it failed, or MMRec's config would differ (DiffMM's reference: never)."""
-    if not getattr(args, "tag", None) or MODELS[model].get("reference_repo"):
+def reusable_run(model: str, seed: int, side: str, args) -> dict | None:
+    """For a tagged run, the untagged run of the same side and seed when this one would be given the same
+    config (ours: the same overrides; the reference: the same MMRec config and no ``--reference-patch``), marked
+    ``reused_from``, instead of the same run again. None when there is none, it failed, the configs differ, or
+    the reference is DiffMM's (its runs are never reused)."""
+    if not getattr(args, "tag", None):
         return None
-    base = result_path(model, "reference", seed)
+    if side == "reference" and (MODELS[model].get("reference_repo") or getattr(args, "reference_patch", None)):
+        return None
+    base = result_path(model, side, seed)
     if not os.path.isfile(base):
         return None
     with open(base) as f:
         record = json.load(f)
-    config = mmrec_config(model, resolve_ours(model, args.data_path, args.extra), seed,
-                          os.path.join(args.scratch, "data"),
-                          read_mmrec_model_yaml(os.path.join(args.scratch, "mmrec"), MODELS[model]["reference"]))
+    if side == "ours":
+        config = ours_config(model, args.data_path, args.extra)
+    else:
+        config = mmrec_config(model, resolve_ours(model, args.data_path, args.extra), seed,
+                              os.path.join(args.scratch, "data"),
+                              read_mmrec_model_yaml(os.path.join(args.scratch, "mmrec"), MODELS[model]["reference"]))
     if record.get("status") != "ok" or record.get("config") != config:
         return None
     return {**record, "reused_from": os.path.basename(base)}
 
 
 def cmd_run(args) -> None:
+    if getattr(args, "reference_patch", None) and not getattr(args, "tag", None):
+        raise SystemExit("reference_check: --reference-patch needs a --tag (its rows are not the plain reference's)")
     layout = write_mmrec_layout(os.path.join(args.data_path, DATASET), DATASET, os.path.join(args.scratch, "data"))
     print(f"MMRec layout: {layout['folder']} ({layout['n_users']} users, {layout['n_items']} items, "
           f"rows per x_label {layout['rows_per_label']})", flush=True)
@@ -744,7 +798,7 @@ def cmd_run(args) -> None:
                     print(f"budget spent: {model} {side} seed {seed} not started", flush=True)
                     continue
                 print(f"{datetime.now():%H:%M:%S} {model} {side} seed {seed} ...", flush=True)
-                same = reusable_reference(model, seed, args) if side == "reference" else None
+                same = reusable_run(model, seed, side, args)
                 if same is not None:
                     record = same
                 elif side == "ours":
@@ -1441,6 +1495,8 @@ def main(argv=None) -> None:
     run.add_argument("--tag", default=None, help="name this run's rows MODEL@TAG (own files and row), e.g. with a "
                                                   "--set that both sides get")
     run.add_argument("--budget-minutes", type=float, default=None, help="start no run after this many minutes")
+    run.add_argument("--reference-patch", default=None, choices=sorted(REFERENCE_PATCHES),
+                     help="run the reference from a copy with this change (REFERENCE_PATCHES; needs --tag)")
     run.add_argument("--set", dest="extra", default="{}", type=json.loads,
                      help="JSON settings for both sides (given to ours, mapped to MMRec's keys)")
     sub.add_parser("table", help="rewrite the md / csv from the result files")

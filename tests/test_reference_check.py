@@ -259,13 +259,37 @@ def test_a_tagged_run_reuses_the_reference_run_only_when_mmrec_is_given_the_same
             "test": {"recall@20": 0.09}, "finished_at": "then"}
     (tmp_path / "LightGCN__reference__seed2020.json").write_text(json.dumps(base))
     raw = types.SimpleNamespace(tag="raw", extra={"standardize_modalities": False}, data_path="d", scratch=str(tmp_path))
-    reused = rc.reusable_reference("LightGCN", 2020, raw)  # a key MMRec has no counterpart of: the same run
+    reused = rc.reusable_run("LightGCN", 2020, "reference", raw)  # a key MMRec has no counterpart of: the same run
     assert reused["reused_from"] == "LightGCN__reference__seed2020.json" and reused["finished_at"] == "then"
     assert reused["test"] == base["test"]
     deeper = types.SimpleNamespace(tag="l3", extra={"n_layers": 3}, data_path="d", scratch=str(tmp_path))
-    assert rc.reusable_reference("LightGCN", 2020, deeper) is None  # MMRec would get n_layers 3: run it
-    assert rc.reusable_reference("LightGCN", 2021, raw) is None  # no untagged run of that seed
-    assert rc.reusable_reference("LightGCN", 2020, types.SimpleNamespace(tag=None, extra=None)) is None
+    assert rc.reusable_run("LightGCN", 2020, "reference", deeper) is None  # MMRec would get n_layers 3: run it
+    assert rc.reusable_run("LightGCN", 2021, "reference", raw) is None  # no untagged run of that seed
+    assert rc.reusable_run("LightGCN", 2020, "reference", types.SimpleNamespace(tag=None, extra=None)) is None
+    patched = types.SimpleNamespace(tag="p", extra={}, data_path="d", scratch=str(tmp_path), reference_patch="x")
+    assert rc.reusable_run("LightGCN", 2020, "reference", patched) is None  # a patched reference always runs
+    # ours: reused when its overrides are the untagged run's (a reference-only change such as a patch)
+    monkeypatch.setattr(rc, "ours_config", lambda model, data_path, extra: {"data_path": data_path, **(extra or {})})
+    (tmp_path / "LightGCN__ours__seed2020.json").write_text(json.dumps(
+        {"status": "ok", "config": {"data_path": "d"}, "test": {"recall@20": 0.1}}))
+    assert rc.reusable_run("LightGCN", 2020, "ours", patched)["test"] == {"recall@20": 0.1}
+    assert rc.reusable_run("LightGCN", 2020, "ours", deeper) is None
+
+
+def test_reference_patch_applies_once_in_its_own_copy_and_refuses_a_changed_file(tmp_path):
+    rel, pairs, _ = rc.REFERENCE_PATCHES["mmgcn-trained"]
+    path = tmp_path / "src" / rel
+    path.parent.mkdir(parents=True)
+    original = "class MMGCN:\n" + "".join(f"    {old}\n" for old, _ in pairs)
+    path.write_text(original)
+    rc.apply_reference_patch(str(tmp_path), "mmgcn-trained")
+    rc.apply_reference_patch(str(tmp_path), "mmgcn-trained")  # idempotent
+    text = path.read_text()
+    assert text.count("nn.Parameter(") == 3 and "requires_grad=True" not in text
+    path.write_text("class MMGCN:\n    pass\n")
+    with pytest.raises(RuntimeError, match="mmgcn.py: reference patch mmgcn-trained expects its anchor once, found 0"):
+        rc.apply_reference_patch(str(tmp_path), "mmgcn-trained")
+    assert path.read_text() == "class MMGCN:\n    pass\n"
 
 
 def test_a_tagged_run_has_its_own_files_and_row(tmp_path, monkeypatch):
