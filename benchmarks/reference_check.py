@@ -360,8 +360,8 @@ MODELS = {
                      "item_graph_update": "first_batch", "finetune_features": True, "require_pow": True},
         "notes": "Ours is run with the keys that reproduce MMRec's definitions (issue 22: D~^-1 (A + I) "
                  "user-item graph, signed cosines mixed before normalising, graph built on each epoch's "
-                 "first batch and at evaluation, fine-tuned content); standardised features stay (`--set "
-                 "'{\"standardize_modalities\": false}'` reads them raw, as MMRec). MMRec decays the "
+                 "first batch and at evaluation, fine-tuned content); both read the features raw (our default since "
+                 "issue 22's definitions check). MMRec decays the "
                  "learning rate by 0.96^(epoch/50) (its LATTICE.yaml); ours does not.",
     },
     "BM3": {

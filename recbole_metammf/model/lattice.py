@@ -60,8 +60,9 @@ the definitions differ where a key says so; the second value of each key below i
 * **Not keys.** The reference's ``reg_weight`` (first grid value 0) is ``1/2`` the squared norms
   of the batch's *final* user / item vectors over the batch size: our ``content_reg_weight`` with
   ``require_pow: True``; our ``reg_weight`` (ID embeddings) has no counterpart. It decays the
-  learning rate by ``0.96^(epoch / 50)``; ours does not. It reads raw features; ours standardises
-  the dense ones (``standardize_modalities: False`` reads them raw, for both graphs).
+  learning rate by ``0.96^(epoch / 50)``; ours does not. Both read raw features by default
+  (``standardize_modalities: False``, chosen on validation: ``benchmarks/definitions.md``; ``True``
+  standardises the dense ones, for both graphs).
 """
 
 import numpy as np
