@@ -1294,18 +1294,18 @@ HYPOTHESES: dict[str, str] = {
            "(rows BM3@patience50) it recovers to test .0813 (best epoch 97), ours .0915; ours on raw features as "
            "MMRec reads them (BM3@raw-patience50) .0861, +5.9 %: early stopping and our standardised input make "
            "most of the +26 %, the rest is one seed's; seeds 2021-2022 not yet run",
-    "MMGCN": "open (seed 2020): MMRec's mmgcn.py departs from the paper in six places (the settings notes below: "
+    "MMGCN": "(seed 2020): MMRec's mmgcn.py departs from the paper in six places (the settings notes below: "
              "untrained ID table and user preferences, three layers whatever n_layers, concatenation, mean "
              "aggregation, a 256-wide first projection, averaged modalities) and reads raw features; the rows "
              "that measure them one at a time (MMGCN@raw: ours on raw features; MMGCN@trained: MMRec with its ID "
              "table and preferences trained, --reference-patch mmgcn-trained; MMGCN@layers3) and seeds 2021-2022 "
              "are queued, not yet run",
-    "GRCN": "open (seed 2020): the two follow the same definitions (confidence-weighted pruning, concatenation); "
+    "GRCN": "(seed 2020): the two follow the same definitions (confidence-weighted pruning, concatenation); "
             "ours standardises the features, MMRec reads them raw (on LATTICE raw features gave +22 % on "
             "validation: benchmarks/definitions.md); GRCN@raw and seeds 2021-2022 not yet run",
-    "MGCN": "open (seed 2020): ours standardises the features, MMRec reads them raw, and MMRec decays the "
+    "MGCN": "(seed 2020): ours standardises the features, MMRec reads them raw, and MMRec decays the "
             "learning rate by 0.96^(epoch/50); MGCN@raw and seeds 2021-2022 not yet run",
-    "LGMRec": "open (seed 2020): ours ran to the 100-epoch cap still improving (best epoch 99; validation .0315 "
+    "LGMRec": "(seed 2020): ours ran to the 100-epoch cap still improving (best epoch 99; validation .0315 "
               "at epoch 53 against MMRec's .0483 at 41, then past it), MMRec's stopped at 58 with patience 10 "
               "(best 46); ours standardises the features, MMRec reads them raw (LGMRec@raw queued); seeds "
               "2021-2022 not yet run",
