@@ -1307,8 +1307,9 @@ HYPOTHESES: dict[str, str] = {
             "learning rate by 0.96^(epoch/50); MGCN@raw and seeds 2021-2022 not yet run",
     "LGMRec": "(seed 2020): ours ran to the 100-epoch cap still improving (best epoch 99; validation .0315 "
               "at epoch 53 against MMRec's .0483 at 41, then past it), MMRec's stopped at 58 with patience 10 "
-              "(best 46); ours standardises the features, MMRec reads them raw (LGMRec@raw queued); seeds "
-              "2021-2022 not yet run",
+              "(best 46); not the features: ours on raw features, as MMRec reads them, .0651 (row LGMRec@raw, "
+              "+16 %, also at the cap); a longer patience on both sides (as BM3@patience50) is the next run, "
+              "then seeds 2021-2022",
 }
 
 
