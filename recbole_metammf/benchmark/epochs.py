@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from recbole_metammf.benchmark.plots import column_label
+from recbole_metammf.benchmark.plots import column_label, mean_std
 from recbole_metammf.evaluation import DIAGNOSTIC_KEY
 
 
@@ -32,11 +32,9 @@ def longest_plateau(curve: list[dict], bigger: bool = True) -> tuple[int, int | 
 
 
 def _mean_std(values: list[float]) -> str:
-    import statistics
-
     if not values:
         return "—"
-    return f"{statistics.mean(values):.4f} ± {statistics.stdev(values) if len(values) > 1 else 0.0:.4f}"
+    return "{:.4f} ± {:.4f}".format(*mean_std(values))
 
 
 def selection_section(records: list[dict], models: list[str], published: dict, dataset: str,

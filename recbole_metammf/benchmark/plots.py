@@ -16,6 +16,13 @@ def column_label(key: str) -> str:
     return f"{SHORT.get(metric, metric)}@{k}"
 
 
+def mean_std(values) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof=1; 0 for a single seed)."""
+    values = np.asarray(values, dtype=float)
+    std = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+    return float(values.mean()), std
+
+
 def _pyplot():
     import matplotlib
 
@@ -58,8 +65,8 @@ def validation_curves(records: list[dict], path: str, models=None, title: str = 
         if m not in by_model:
             continue
         epochs = sorted(by_model[m])
-        mean = np.array([np.mean(by_model[m][e]) for e in epochs])
-        std = np.array([np.std(by_model[m][e], ddof=1) if len(by_model[m][e]) > 1 else 0.0 for e in epochs])
+        per_epoch = [mean_std(by_model[m][e]) for e in epochs]  # (mean, std) over seeds
+        mean, std = np.array([ms[0] for ms in per_epoch]), np.array([ms[1] for ms in per_epoch])
         line, = ax.plot(epochs, mean, marker="o" if len(epochs) < 15 else None, markersize=3, label=m)
         ax.fill_between(epochs, mean - std, mean + std, color=line.get_color(), alpha=0.2)
     from matplotlib.ticker import MaxNLocator

@@ -26,7 +26,7 @@ from scipy import stats
 from recbole_metammf.benchmark import published as pub
 from recbole_metammf.benchmark import store
 from recbole_metammf.benchmark.epochs import selection_section
-from recbole_metammf.benchmark.plots import bar_chart, column_label, validation_curves
+from recbole_metammf.benchmark.plots import bar_chart, column_label, mean_std, validation_curves
 from recbole_metammf.evaluation import DIAGNOSTIC_KEY
 
 COLD_METRICS = ("coldrecall", "coldndcg")  # recbole_metammf.metrics: only items with no training interaction count
@@ -37,13 +37,6 @@ def metric_keys(records: list[dict]) -> list[str]:
     protocol = records[0]["protocol"]
     keys = [f"{m.lower()}@{k}" for m in protocol["metrics"] for k in protocol["topk"]]
     return [k for k in keys if all(k in r["test_result"] for r in records)]
-
-
-def mean_std(values) -> tuple[float, float]:
-    """Mean and sample standard deviation (ddof=1; 0 for a single seed)."""
-    values = np.asarray(values, dtype=float)
-    std = float(values.std(ddof=1)) if len(values) > 1 else 0.0
-    return float(values.mean()), std
 
 
 def paired_p_value(a, b) -> float:
