@@ -16,14 +16,13 @@ import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-sys.path.insert(0, str(REPO))
+sys.path[:0] = [str(REPO), str(HERE)]
 
 import warnings  # noqa: E402
 
@@ -32,6 +31,7 @@ import torch  # noqa: E402
 warnings.filterwarnings("ignore")
 
 import recbole_metammf  # noqa: E402,F401  (registers the plugin)
+from bench_setup import one_thread_in_scratch  # noqa: E402  (beside this script)
 
 
 def build(model: str, dataset: str, data_path: str, join: bool):
@@ -58,12 +58,8 @@ def main():
     parser.add_argument("--out", default=str(HERE / "batch_join.md"))
     args = parser.parse_args()
 
-    torch.set_num_threads(1)
-    data_path = os.path.abspath(args.data_path)
-    if not os.path.isdir(os.path.join(data_path, args.dataset)):
-        sys.exit(f"bench_batch_join: no dataset {args.dataset!r} under {data_path}; convert it first "
-                 "(README, 'Datasets')")
-    os.chdir(tempfile.mkdtemp())  # RecBole's log/ goes there
+    data_path = one_thread_in_scratch("bench_batch_join", args.data_path, args.dataset,
+                                      "convert it first (README, 'Datasets')")
     load_start = os.getloadavg()
     rows = []
     for model in args.models:

@@ -14,16 +14,14 @@ and writes the mean times and their ratio to the first (largest) size.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-sys.path.insert(0, str(REPO))
+sys.path[:0] = [str(REPO), str(HERE)]
 
 import warnings  # noqa: E402
 
@@ -32,6 +30,7 @@ import torch  # noqa: E402
 warnings.filterwarnings("ignore")
 
 import recbole_metammf  # noqa: E402,F401  (registers the plugin)
+from bench_setup import one_thread_in_scratch  # noqa: E402  (beside this script)
 
 
 def main():
@@ -48,12 +47,8 @@ def main():
     from recbole.data import create_dataset, data_preparation
     from recbole.utils import get_model, get_trainer, init_seed
 
-    torch.set_num_threads(1)
-    data_path = os.path.abspath(args.data_path)
-    if not os.path.isdir(os.path.join(data_path, args.dataset)):
-        sys.exit(f"bench_eval_batch: no dataset {args.dataset!r} under {data_path}; build it first "
-                 "(see README, 'Datasets')")
-    os.chdir(tempfile.mkdtemp())  # RecBole's log/ goes there
+    data_path = one_thread_in_scratch("bench_eval_batch", args.data_path, args.dataset,
+                                      "build it first (see README, 'Datasets')")
     sizes = [int(s) for s in args.sizes.split(",")]
 
     def make_config(size):
