@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 from recbole_metammf.benchmark.plots import column_label, mean_std
+from recbole_metammf.benchmark.published import dataset_figures
 from recbole_metammf.evaluation import DIAGNOSTIC_KEY
 
 
@@ -44,8 +45,7 @@ def selection_section(records: list[dict], models: list[str], published: dict, d
     with_diag = [r for r in records if isinstance(r.get(DIAGNOSTIC_KEY), dict)]
     if not with_diag:
         return []
-    figures = {m: {k.lower(): v for k, v in vals.items()}
-               for m, vals in ((published.get("datasets") or {}).get(dataset) or {}).items()}
+    figures = dataset_figures(published, dataset)
     head = ["Row", "seeds"]
     for k in metrics:
         label = column_label(k)

@@ -25,6 +25,12 @@ import io
 from recbole_metammf.benchmark.plots import column_label
 
 
+def dataset_figures(published: dict, dataset: str) -> dict:
+    """``{model: {metric@k (lower case): value}}`` published for ``dataset`` ({} when none)."""
+    return {m: {k.lower(): v for k, v in vals.items()}
+            for m, vals in ((published.get("datasets") or {}).get(dataset) or {}).items()}
+
+
 def _rows(summary: dict, figures: dict) -> tuple[list[str], list[str]]:
     """(metric keys the source reports, in their first-seen order; row models: ours first, then theirs)."""
     keys: list[str] = []
@@ -38,8 +44,7 @@ def _rows(summary: dict, figures: dict) -> tuple[list[str], list[str]]:
 
 def markdown(summary: dict, published: dict, dataset: str) -> list[str]:
     """Markdown lines of the published-comparison section (empty when nothing is published for ``dataset``)."""
-    figures = {m: {k.lower(): v for k, v in vals.items()}
-               for m, vals in ((published.get("datasets") or {}).get(dataset) or {}).items()}
+    figures = dataset_figures(published, dataset)
     if not figures:
         return []
     keys, models = _rows(summary, figures)
@@ -67,10 +72,9 @@ def markdown(summary: dict, published: dict, dataset: str) -> list[str]:
 
 def csv_text(summary: dict, published: dict, dataset: str) -> str:
     """The same comparison as CSV (``model, metric, ours_mean, ours_std, published``); '' if none."""
-    figures = ((published.get("datasets") or {}).get(dataset) or {})
+    figures = dataset_figures(published, dataset)
     if not figures:
         return ""
-    figures = {m: {k.lower(): v for k, v in vals.items()} for m, vals in figures.items()}
     keys, models = _rows(summary, figures)
     buf = io.StringIO()
     w = csv.writer(buf)
@@ -109,8 +113,7 @@ def chart(summary: dict, published: dict, dataset: str, path: str) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    figures = {m: {k.lower(): v for k, v in vals.items()}
-               for m, vals in ((published.get("datasets") or {}).get(dataset) or {}).items()}
+    figures = dataset_figures(published, dataset)
     keys, models = _rows(summary, figures)
     table = summary.get("table", {})
     fig, axes = plt.subplots(1, len(keys), figsize=(4.5 * len(keys), 0.45 * len(models) + 1.8), squeeze=False)
