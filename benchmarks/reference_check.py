@@ -562,20 +562,27 @@ DRAGON_CPU_PATCH = (
 )
 
 
-def patch_dragon_for_cpu(checkout: str) -> None:
-    """Apply :data:`DRAGON_CPU_PATCH` to the scratch checkout's ``src/models/dragon.py`` (once; the anchor must
-    occur exactly once, or the file is left alone and the error names it)."""
-    path = os.path.join(checkout, "src", "models", "dragon.py")
+def patch_once(path: str, pairs, what: str) -> None:
+    """Replace each ``(anchor, replacement)`` of ``pairs`` in the file ``path``, in place and once: nothing to do
+    when every replacement is there already; else every anchor must occur exactly once, or the file is left
+    alone and the error names the file, ``what`` and the anchor."""
     with open(path) as f:
         text = f.read()
-    old, new = DRAGON_CPU_PATCH
-    if new in text:
+    if all(new in text for _, new in pairs):
         return
-    if text.count(old) != 1:
-        raise RuntimeError(f"{path}: DRAGON's CPU patch expects its anchor once, found {text.count(old)}")
+    for old, _ in pairs:
+        if text.count(old) != 1:
+            raise RuntimeError(f"{path}: {what} expects its anchor once, found {text.count(old)}: {old[:60]}")
+    for old, new in pairs:
+        text = text.replace(old, new)
     with open(path + ".tmp", "w") as f:
-        f.write(text.replace(old, new))
+        f.write(text)
     os.replace(path + ".tmp", path)
+
+
+def patch_dragon_for_cpu(checkout: str) -> None:
+    """Apply :data:`DRAGON_CPU_PATCH` to the scratch checkout's ``src/models/dragon.py`` (:func:`patch_once`)."""
+    patch_once(os.path.join(checkout, "src", "models", "dragon.py"), [DRAGON_CPU_PATCH], "DRAGON's CPU patch")
 
 
 # Optional changes to a copy of the reference, to test an explanation by a run (``--reference-patch NAME``, always
@@ -602,22 +609,9 @@ REFERENCE_PATCHES = {
 
 
 def apply_reference_patch(checkout: str, name: str) -> None:
-    """Apply :data:`REFERENCE_PATCHES` ``name`` to the checkout (once: each anchor exactly once, else an error
-    naming it and the file left alone)."""
+    """Apply :data:`REFERENCE_PATCHES` ``name`` to the checkout (:func:`patch_once`)."""
     rel, pairs, _ = REFERENCE_PATCHES[name]
-    path = os.path.join(checkout, "src", rel)
-    with open(path) as f:
-        text = f.read()
-    if all(new in text for _, new in pairs):
-        return
-    for old, _ in pairs:
-        if text.count(old) != 1:
-            raise RuntimeError(f"{path}: reference patch {name} expects its anchor once, found {text.count(old)}: {old[:60]}")
-    for old, new in pairs:
-        text = text.replace(old, new)
-    with open(path + ".tmp", "w") as f:
-        f.write(text)
-    os.replace(path + ".tmp", path)
+    patch_once(os.path.join(checkout, "src", rel), pairs, f"reference patch {name}")
 
 
 def prepare_dragon_user_graph(checkout: str, data_root: str, scratch: str) -> str:
