@@ -57,3 +57,6 @@ def test_patience_section_counts_trials_a_shorter_patience_would_have_cut():
     assert "A patience of 10 would have stopped 1 of these 3 trials" in text
     assert "the longest plateau of all is 12 evaluation(s) (`d__A__s1`)" in text
     assert patience_section(records, ["C"]) == []
+    # trials that all ran at patience 10 cannot hold a longer plateau: no section
+    at_ten = [{**r, "training": {**r["training"], "stopping_step": 10}} for r in records]
+    assert patience_section(at_ten, ["A", "B"], shorter=10) == []

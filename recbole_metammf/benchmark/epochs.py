@@ -81,9 +81,13 @@ def selection_section(records: list[dict], models: list[str], published: dict, d
 
 def patience_section(records: list[dict], models: list[str], shorter: int = 10) -> list[str]:
     """Markdown lines: per row, the longest plateau before the best epoch over its trials, and how many of its
-    trials a patience of ``shorter`` evaluations would have stopped on a plateau before their best epoch."""
+    trials a patience of ``shorter`` evaluations would have stopped on a plateau before their best epoch.
+    Nothing when every trial already ran with a patience of at most ``shorter`` (no plateau of theirs can be
+    longer, so the comparison would say nothing)."""
     rows_out, worst, cut, total = [], (-1, None), 0, 0
     patience = sorted({r.get("training", {}).get("stopping_step") for r in records} - {None})
+    if patience and max(patience) <= shorter:
+        return []
     for m in models:
         rows = [r for r in records if r.get("model") == m and r.get("valid_curve")]
         if not rows:
