@@ -160,6 +160,15 @@ SCALE_ROWS = {
         "rms": [("gcn-scale", "MetaMMF_GCN-rms"), ("tiktok-gcn", "MetaMMF_GCN"), ("microlens-scale", "MetaMMF_GCN")],
         "gate": [("stage9-gcn-gate", "GCN-gate")],
     },
+    # issue 22: MetaMMF_GCN with LightGCN propagation (the TikTok board's MetaMMF_GCN-LightGCN row)
+    "MetaMMF_GCN, propagation: lightgcn": {
+        "none": [("lightgcn-scale", "LightGCN-none"), ("lightgcn-scale-seeds", "LightGCN-none")],
+        "rms": [("lightgcn-scale", "LightGCN-rms"), ("lightgcn-scale-seeds", "LightGCN-rms")],
+    },
+    "MetaMMF_GCN, propagation: lightgcn, learning rate 5e-3 (not the shipped one: how the choice holds)": {
+        "none": [("lightgcn-scale-seeds", "LightGCN-none-lr5e-3")],
+        "rms": [("lightgcn-scale-seeds", "LightGCN-rms-lr5e-3")],
+    },
 }
 
 
@@ -175,17 +184,17 @@ def scale_summary() -> list[str]:
     for model, forms in SCALE_ROWS.items():
         scores: dict[str, dict[str, tuple[float, int]]] = {}
         for form, sources in forms.items():
+            by_dataset: dict[str, dict] = {}  # dataset -> seed -> score (a seed run in two folders counts once)
             for folder, row in sources:
-                by_dataset: dict[str, list[float]] = {}
-                for (d, r, _), t in trials(os.path.join(ROOT, folder)).items():
+                for (d, r, seed), t in trials(os.path.join(ROOT, folder)).items():
                     if r != row or (folder.startswith("bpr-check") and d not in SCALE_EPOCH_CAP):
                         continue  # the short-budget check serves the comparison only where every row is capped
                     cap = SCALE_EPOCH_CAP.get(d)
                     score = t["best_valid_score"] if cap is None else max(
                         p["score"] for p in t["valid_curve"] if p["epoch"] < cap)
-                    by_dataset.setdefault(d, []).append(score)
-                for d, vs in by_dataset.items():
-                    scores.setdefault(form, {})[d] = (statistics.mean(vs), len(vs))
+                    by_dataset.setdefault(d, {}).setdefault(seed, score)
+            for d, vs in by_dataset.items():
+                scores.setdefault(form, {})[d] = (statistics.mean(vs.values()), len(vs))
         datasets = sorted({d for per in scores.values() for d in per})
         if not datasets:
             continue
