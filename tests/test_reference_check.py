@@ -197,6 +197,14 @@ def test_table_means_relative_difference_and_verdict(monkeypatch):
     assert rows["VBPR"]["verdict"] == "**to explain**" and rows["VBPR"]["explanation"] == "open: a guess"
     assert rows["BM3"]["verdict"] == "explained" and rows["BM3"]["explanation"] == "shown by a run"
     assert rows["FREEDOM"]["verdict"] == "incomplete" and rows["FREEDOM"]["rel_diff_recall@20"] is None
+    # unequal seed sets: each side's mean over its own seeds, the difference over the seeds both ran
+    results["BM3"]["reference"][2] = _run(0.0300, 0.010, 3, [1.0])
+    bm3 = {r["model"]: r for r in rc.table_rows(results)}["BM3"]
+    assert bm3["reference_recall@20"] == pytest.approx(0.0450) and bm3["paired_seeds"] == [1]
+    assert bm3["rel_diff_recall@20"] == pytest.approx(0.0200 / 0.0600)
+    # a tagged row beyond the bar is a diagnostic of its model's hypothesis, not a row to explain
+    results["VBPR@raw"] = results["VBPR"]
+    assert {r["model"]: r for r in rc.table_rows(results)}["VBPR@raw"]["verdict"] == "diagnostic (for VBPR)"
 
 
 def test_dragon_cpu_patch_applies_once_and_refuses_a_changed_file(tmp_path):
