@@ -22,7 +22,11 @@ Every change RecBole needs to run this plugin sits here, each with its reason.
    again through RecBole's ``get_model`` on load, so no class reference is ever
    unpickled), and (c) allow-list exactly the few harmless globals that remain
    (RecBole's enums, numpy scalars and dtypes, and the rebuild function of (b)).
-   ``weights_only`` stays on for the whole process.
+   ``weights_only`` stays on for the whole process. (d) RecBole names the best
+   checkpoint ``{model}-{time}.pth`` to the second, so two runs of one model
+   started in the same second in one folder (seeds launched together) wrote and
+   reloaded *one* file: a run could test the other's model, or fail to load it.
+   The name gets the process id: ``{model}-{time}-{pid}.pth``.
 
 3. **Distributed training without a GPU.** RecBole hard-codes the NCCL backend
    and CUDA devices when ``local_rank`` is set. Without CUDA we initialise the
@@ -38,7 +42,7 @@ Every change RecBole needs to run this plugin sits here, each with its reason.
    broadcasting them would cost a copy of every feature matrix per step, and torch
    cannot broadcast the sparse graph tensors at all). Finally every rank must
    reload the *same* best checkpoint for the test: RecBole names it after each
-   rank's own clock (``{model}-{time}.pth``) and only rank 0 writes it, so rank 0's
+   rank's own clock and process id (``{model}-{time}-{pid}.pth``) and only rank 0 writes it, so rank 0's
    name is broadcast to all ranks and the ranks wait for rank 0's write.
 
 4. **Directories created by several processes at once.** RecBole's ``ensure_dir``
@@ -242,6 +246,9 @@ def _distributed_data_parallel(module, device_ids=None, **kwargs):
 
 def _trainer_init(self, config, model, _orig=recbole_trainer.Trainer.__init__):
     _orig(self, config, model)
+    # section 2 (d): one checkpoint per process, even for runs started in the same second
+    stem, ext = os.path.splitext(self.saved_model_file)
+    self.saved_model_file = f"{stem}-{os.getpid()}{ext}"
     if not config["single_spec"] and torch.distributed.is_initialized():
         # one checkpoint name for all ranks: rank 0's (the only rank that writes it)
         name = [self.saved_model_file]

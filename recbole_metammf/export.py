@@ -1,6 +1,6 @@
 """Recommendations out of a saved checkpoint: top-K lists, embeddings, an optional faiss index.
 
-    python -m recbole_metammf.export --checkpoint saved/MODEL-TIME.pth --out DIR --topk 20 \\
+    python -m recbole_metammf.export --checkpoint saved/MODEL-TIME-PID.pth --out DIR --topk 20 \\
         [--exclude all|train+valid|train] [--index]
 
 Works for any general recommender the plugin or RecBole trains (a model with
@@ -254,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m recbole_metammf.export",
         description="Top-K recommendations (dataset ids), embeddings and an optional faiss index from a checkpoint.",
     )
-    p.add_argument("--checkpoint", required=True, help="a checkpoint RecBole saved (saved/MODEL-TIME.pth)")
+    p.add_argument("--checkpoint", required=True, help="a checkpoint RecBole saved (saved/MODEL-TIME-PID.pth)")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--topk", type=int, default=20, help="recommendations per user (default 20)")
     p.add_argument(

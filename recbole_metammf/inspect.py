@@ -1,6 +1,6 @@
 """A look inside MetaMMF's item-specific fusion, from a saved checkpoint.
 
-    python -m recbole_metammf.inspect --checkpoint saved/MetaMMF_GCN-TIME.pth --out DIR
+    python -m recbole_metammf.inspect --checkpoint saved/MetaMMF_GCN-TIME-PID.pth --out DIR
 
 Reads a ``MetaMMF_MF`` or ``MetaMMF_GCN`` checkpoint (with the dataset it was trained on,
 rebuilt by RecBole's ``load_data_and_model``) and writes, for every item of the dataset:
@@ -197,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m recbole_metammf.inspect",
         description="Per-item meta signal, fusion deviation and modality shares of a MetaMMF checkpoint.",
     )
-    p.add_argument("--checkpoint", required=True, help="a MetaMMF_MF / MetaMMF_GCN checkpoint (saved/MODEL-TIME.pth)")
+    p.add_argument("--checkpoint", required=True, help="a MetaMMF_MF / MetaMMF_GCN checkpoint (saved/MODEL-TIME-PID.pth)")
     p.add_argument("--out", required=True, help="output directory (fusion.csv, meta_signal.png, modality_shares.png)")
     p.add_argument("--no-figures", dest="figures", action="store_false", help="write the CSV only")
     return p

@@ -79,6 +79,27 @@ def test_checkpoint_reloads_with_weights_only_and_gives_same_metrics(planted):
     assert dict(reloaded) == pytest.approx(dict(result["test_result"]))
 
 
+def test_runs_started_in_the_same_second_get_their_own_checkpoints(planted, monkeypatch):
+    # RecBole names the checkpoint {model}-{time}.pth to the second; seeds launched together in one folder
+    # shared one file. With the clock frozen, two processes (two pids) still get two names.
+    import recbole.trainer.trainer as recbole_trainer
+    from recbole.data import create_dataset, data_preparation
+    from recbole.utils import get_model
+
+    root, name = planted
+    monkeypatch.setattr(recbole_trainer, "get_local_time", lambda: "Dec-02-2026_12-00-00")
+    config = Config(model="BPR", dataset=name, config_dict=planted_config(root))
+    train, _, _ = data_preparation(config, create_dataset(config))
+    model = get_model("BPR")(config, train._dataset)
+    pid = os.getpid()
+    first = Trainer(config, model).saved_model_file
+    monkeypatch.setattr(os, "getpid", lambda: 424242)  # another process, the same second
+    second = Trainer(config, model).saved_model_file
+    assert os.path.basename(first) == f"BPR-Dec-02-2026_12-00-00-{pid}.pth"
+    assert os.path.basename(second) == "BPR-Dec-02-2026_12-00-00-424242.pth"
+    assert first != second and os.path.dirname(first) == os.path.dirname(second)
+
+
 def test_objective_function_and_hypertuning(planted, tmp_path):
     root, name = planted
     cfg = planted_config(root, model="MetaMMF_MF", dataset=name, epochs=1)
