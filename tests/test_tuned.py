@@ -145,7 +145,7 @@ def test_the_three_tuned_benchmark_files_plan_their_rows_with_one_budget():
     tiktok = load_spec(str(REPO / "benchmarks" / "tuned" / "tiktok-diffmm.yaml"))
     assert tiktok.config["valid_metric"] == "Recall@20" and tiktok.config["benchmark_filename"] == ["train", "valid", "test"]
     # issue 22's board: a patience no single plateau decides, the DiffMM-style selection recorded beside the result
-    assert tiktok.config["stopping_step"] == 20 and tiktok.config["diagnose_best_test_epoch"] is True
+    assert tiktok.config["stopping_step"] == 50 and tiktok.config["diagnose_best_test_epoch"] is True
 
 
 def test_a_named_entry_has_its_own_trial_ids_and_config_in_plain_mode_too():
@@ -412,7 +412,7 @@ def _final(row, seed, ndcg, best_epoch, last_epoch, params, chosen, time_s, reus
          "seed": seed, "status": "ok", "valid_metric": "NDCG@10", "best_epoch": best_epoch,
          "best_valid_result": {"ndcg@10": ndcg}, "test_result": {"ndcg@10": ndcg, "recall@10": ndcg},
          "valid_curve": curve, "train_time_s": 1.0, "valid_time_s": 0.1, "test_time_s": 0.1, "total_time_s": time_s,
-         "peak_memory_mb": 100.0, "model_params": {}, "training": {"epochs": 300, "eval_step": 1, "stopping_step": 10},
+         "peak_memory_mb": 100.0, "model_params": {}, "training": {"epochs": 300, "eval_step": 1, "stopping_step": 20},
          "protocol": {"eval_args": {"split": {"RS": [0.8, 0.1, 0.1]}, "mode": "full"}, "metrics": ["NDCG", "Recall"],
                       "topk": [10], "valid_metric": "NDCG@10"},
          "dataset_stats": {"n_users": 10, "n_items": 20, "n_interactions": 100, "density": 0.5,
@@ -465,7 +465,8 @@ def test_tuned_report_states_space_configs_choice_time_and_last_epoch_count(tmp_
     assert m == "| M-x | M | 2 | 2 (28) | #0: learning_rate=0.001 | 0.2000 | 20.0 min | 2.0 min | 3 (0) |"
     assert "* **A** (`hyper/A.hyper`): learning_rate in {0.001, 0.01}" in md
     assert "\n| A | 3 | " in md and "\n| M-x | 3 | " in md  # the leaderboard's own rows
-    assert "## Patience" in md and "| M-x | 3 | 0, 0, 0 | 0 | 0 |" in md  # each final's longest pre-best plateau
+    # each final's longest pre-best plateau (the finals ran at patience 20, so against RecBole's 10)
+    assert "## Patience" in md and "| M-x | 3 | 0, 0, 0 | 0 | 0 |" in md and "A patience of 10 would" in md
     search_md = (tmp_path / "toy" / "search.md").read_text()
     assert "| #1: learning_rate=0.01 | 0.2000 |" in search_md and "| #0: learning_rate=0.001 | 0.1000 |" in search_md
     assert (tmp_path / "toy" / "search.csv").read_text().count("\n") == 5
