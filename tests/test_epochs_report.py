@@ -61,6 +61,8 @@ def test_patience_section_counts_trials_a_shorter_patience_would_have_cut():
     assert "A patience of 10 would have stopped 1 of these 3 trials" in "\n".join(patience_section(records, ["A", "B"]))
     at_fifty = [{**r, "training": {**r["training"], "stopping_step": 50}} for r in records]
     assert "A patience of 20 would have stopped 0 of these 3 trials" in "\n".join(patience_section(at_fifty, ["A", "B"]))
+    unknown = [{k: v for k, v in r.items() if k != "training"} for r in records]  # no stopping_step recorded: 10
+    assert "A patience of 10 would have stopped 1 of these 3 trials" in "\n".join(patience_section(unknown, ["A", "B"]))
     # trials that all ran at patience 10 cannot hold a longer plateau: no section
     at_ten = [{**r, "training": {**r["training"], "stopping_step": 10}} for r in records]
     assert patience_section(at_ten, ["A", "B"], shorter=10) == []

@@ -85,14 +85,13 @@ COMMON_PATIENCES = (10, 20)  # RecBole's default stopping_step, MMRec's
 def patience_section(records: list[dict], models: list[str], shorter: int | None = None) -> list[str]:
     """Markdown lines: per row, the longest plateau before the best epoch over its trials, and how many of its
     trials a patience of ``shorter`` evaluations would have stopped on a plateau before their best epoch
-    (default: the longest of RecBole's 10 and MMRec's 20 below the trials' own patience).
+    (default: the longest of RecBole's 10 and MMRec's 20 below the trials' own patience; 10 when unknown).
     Nothing when every trial already ran with a patience of at most ``shorter`` (no plateau of theirs can be
     longer, so the comparison would say nothing)."""
     rows_out, worst, cut, total = [], (-1, None), 0, 0
     patience = sorted({r.get("training", {}).get("stopping_step") for r in records} - {None})
     if shorter is None:
-        below = [p for p in COMMON_PATIENCES if not patience or p < max(patience)]
-        shorter = max(below) if below else COMMON_PATIENCES[0]
+        shorter = max([p for p in COMMON_PATIENCES if patience and p < max(patience)], default=COMMON_PATIENCES[0])
     if patience and max(patience) <= shorter:
         return []
     for m in models:
