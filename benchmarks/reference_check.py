@@ -1300,7 +1300,7 @@ HYPOTHESES: dict[str, str] = {
             "(confidence-weighted pruning, concatenation); seeds 2021-2022 not yet run (is one seed's gap "
             "the model's?), then the two side by side layer by layer",
     "MGCN": "(seed 2020): not the features: ours on raw features .0972 (row MGCN@raw, -9.1 %); left: MMRec "
-            "decays the learning rate by 0.96^(epoch/50) (4 % over its 38 epochs) and one seed's spread; seeds "
+            "decays the learning rate by 0.96^(epoch/50) (3 % lower by its best epoch, 38) and one seed's spread; seeds "
             "2021-2022 not yet run",
     "LGMRec": "(seed 2020): with patience 50 on both sides (row LGMRec@patience50) MMRec's run goes on to its "
               "best at epoch 83 of 100 (.0568; at patience 10 it stopped at 58, .0560), ours .0602 at 99 of 100 "
