@@ -605,6 +605,23 @@ REFERENCE_PATCHES = {
           ".to(self.device))")],
         "MMGCN's ID table and user preferences registered as parameters (trained), as the paper has them",
     ),
+    # MMRec's CGCN routes with edges (user, item + n_users) and PyG's source-to-target flow, so only items receive
+    # messages: x_hat_1[:num_user] is zero and the user preferences never move. This sends the routing step's
+    # messages from items to users (the paper's routing, and ours); the call before it still runs, unused.
+    "grcn-routing": (
+        os.path.join("models", "grcn.py"),
+        [("preference = preference + x_hat_1[:self.num_user]",
+          "preference = preference + self.conv_embed_1(x, edge_index[[1, 0]])[:self.num_user]")],
+        "GRCN's routing step messages users from their items (in MMRec only items receive them)",
+    ),
+    # MMRec's training loader samples negatives from the items seen in training only; RecBole (ours) from every
+    # item. On this split 465 of the 6,710 items have no training row (7.3 % of the test rows): never negatives there.
+    "all-item-negatives": (
+        os.path.join("utils", "dataloader.py"),
+        [("self.all_items = self.dataset.df[self.dataset.iid_field].unique().tolist()",
+          "self.all_items = list(range(self.dataset.item_num))")],
+        "negatives drawn from every item, as RecBole's sampler (MMRec: only items with a training row)",
+    ),
 }
 
 

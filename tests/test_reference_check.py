@@ -300,6 +300,55 @@ def test_reference_patch_applies_once_in_its_own_copy_and_refuses_a_changed_file
     assert path.read_text() == "class MMGCN:\n    pass\n"
 
 
+@pytest.mark.skipif(not Path(rc.DEFAULT_MIRROR).is_dir(), reason="no git snapshot of enoche/MMRec here")
+@pytest.mark.parametrize("name", sorted(rc.REFERENCE_PATCHES))
+def test_each_reference_patch_applies_to_mmrecs_code(tmp_path, name):
+    rc.mmrec_checkout(rc.DEFAULT_MIRROR, str(tmp_path))
+    rel, pairs, _ = rc.REFERENCE_PATCHES[name]
+    path = tmp_path / "src" / rel
+    before = path.read_text()
+    rc.apply_reference_patch(str(tmp_path), name)
+    after = path.read_text()
+    for old, new in pairs:
+        assert before.count(old) == 1 and new not in before and new in after
+    assert len(after) - len(before) == sum(len(new) - len(old) for old, new in pairs)  # nothing else changed
+    compile(after, str(path), "exec")
+
+
+@pytest.mark.skipif(not Path(rc.DEFAULT_MIRROR).is_dir() or importlib.util.find_spec("torch_geometric") is None,
+                    reason="needs the git snapshot of enoche/MMRec and torch_geometric (MMRec's GRCN is built on it)")
+def test_mmrecs_grcn_routing_leaves_the_user_preferences_unchanged(tmp_path, monkeypatch):
+    """The claim behind the GRCN row's explanation: MMRec's routing messages reach items only (edges
+    (user, item + n_users), PyG's source-to-target flow), so three rounds compute what none do; its
+    reference patch grcn-routing makes the users receive them."""
+    import sys
+
+    import torch
+
+    rc.mmrec_checkout(rc.DEFAULT_MIRROR, str(tmp_path))
+    monkeypatch.syspath_prepend(str(tmp_path / "src"))
+    for name in [m for m in sys.modules if m == "models" or m.startswith(("models.", "common."))]:
+        monkeypatch.delitem(sys.modules, name)
+    grcn = importlib.import_module("models.grcn")
+    n_users, n_items = 4, 6
+    features = torch.randn(n_items, 5, generator=torch.Generator().manual_seed(0))
+    edges = torch.tensor([[0, 0, 1, 2, 3, 3], [4, 5, 6, 7, 8, 9]])  # (user, item + n_users), as MMRec packs them
+
+    def run(routing):
+        torch.manual_seed(1)
+        cgcn = grcn.CGCN(features, n_users, n_items, 3, "add", routing, False, True)
+        rep, alpha = cgcn(edges)
+        return cgcn, rep.detach(), alpha.detach()
+
+    cgcn, rep3, alpha3 = run(3)
+    _, rep0, alpha0 = run(0)
+    torch.testing.assert_close(rep3, rep0)
+    torch.testing.assert_close(alpha3, alpha0)
+    x = torch.cat((torch.nn.functional.normalize(cgcn.preference), torch.rand(n_items, 3)))
+    assert cgcn.conv_embed_1(x, edges)[:n_users].abs().max() == 0  # the users' rows of a routing message
+    assert cgcn.conv_embed_1(x, edges[[1, 0]])[:n_users].abs().min() > 0  # the patch's direction reaches them
+
+
 def test_a_tagged_run_has_its_own_files_and_row(tmp_path, monkeypatch):
     # --tag: another setting of the same pair lands in MODEL@TAG files and its own table row, after the plain one
     args = types.SimpleNamespace(tag="patience50")
