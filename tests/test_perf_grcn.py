@@ -59,13 +59,14 @@ def test_l2_normalize_equals_f_normalize():
     assert torch.autograd.gradcheck(l2_normalize, (torch.randn(5, 4, dtype=torch.float64, requires_grad=True),))
 
 
+@pytest.mark.parametrize("n_routing", [3, 0])  # 0: no routing, what MMRec's GRCN computes (hyper/GRCN.hyper)
 @pytest.mark.parametrize("sorted_edges", [True, False])
-def test_fused_routing_equals_the_operator_chain_and_its_gradients_check(sorted_edges):
+def test_fused_routing_equals_the_operator_chain_and_its_gradients_check(sorted_edges, n_routing):
     """_Routing against the EdgePattern chain it replaces (values and every gradient, all four outputs
     used), and torch's numerical gradient check; edges in CSR order (GRCN's) and shuffled (a pattern
     whose row side needs its permutation too), with a user without items."""
     torch.manual_seed(0)
-    n_users, n_items, c, n_routing = 7, 9, 4, 3
+    n_users, n_items, c = 7, 9, 4
     rows, cols = torch.nonzero(torch.rand(n_users, n_items) < 0.4, as_tuple=True)
     rows, cols = rows[rows != 3], cols[rows != 3]  # user 3 has no item
     if not sorted_edges:
