@@ -1316,9 +1316,6 @@ HYPOTHESES: dict[str, str] = {
             "GRCN@raw), so standardising helps ours; the two follow the same definitions as read "
             "(confidence-weighted pruning, concatenation); seeds 2021-2022 not yet run (is one seed's gap "
             "the model's?), then the two side by side layer by layer",
-    "MGCN": "(seed 2020): not the features: ours on raw features .0972 (row MGCN@raw, -9.1 %); left: MMRec "
-            "decays the learning rate by 0.96^(epoch/50) (3 % lower by its best epoch, 38) and one seed's spread; seeds "
-            "2021-2022 not yet run",
     "LGMRec": "(seed 2020): with patience 50 on both sides (row LGMRec@patience50) MMRec's run goes on to its "
               "best at epoch 83 of 100 (.0568; at patience 10 it stopped at 58, .0560), ours .0602 at 99 of 100 "
               "(+6.0 %): both still improving at the 100-epoch cap; not the features (ours on raw features, "
