@@ -1312,10 +1312,19 @@ HYPOTHESES: dict[str, str] = {
            "MMRec recovers to .0813 (best epoch 97), ours .0915 (+12.5 %); ours on raw features as MMRec reads "
            "them (BM3@raw-patience50) .0861, +5.9 %: early stopping and our standardised input make most of the "
            "difference; those two rows for seeds 2021-2022 are next",
-    "GRCN": "(seed 2020): not the features: ours on raw features, as MMRec reads them, falls to .0556 (row "
-            "GRCN@raw), so standardising helps ours; the two follow the same definitions as read "
-            "(confidence-weighted pruning, concatenation); seeds 2021-2022 not yet run (is one seed's gap "
-            "the model's?), then the two side by side layer by layer",
+    "GRCN": "measured in part, 3 seeds: a reference bug and our standardised input. MMRec's grcn.py routes "
+            "with edges (user, item + n_users) under PyG's source-to-target flow, so its routing messages reach "
+            "the items only and the user preferences are never routed "
+            "(`tests/test_reference_check.py::test_mmrecs_grcn_routing_leaves_the_user_preferences_unchanged`): it "
+            "computes GRCN without routing, whatever `n_layers` (3 here) says. Ours with `n_routing` 0, MMRec's "
+            "computation (row GRCN@routing0): .0808 / .0739 / .0718 (mean .0755) against MMRec's .0784 / .0645 / "
+            ".0627 (.0685), +10.2 %; ours with the paper's 3 rounds .0607 (-11.5 %); MMRec with its routing made to "
+            "reach the users (GRCN@routing, `--reference-patch grcn-routing`, seed 2020) .0544 at its 100-epoch "
+            "cap. The rest is our standardised input, worth +17 % to ours at 3 rounds (GRCN@raw .0556 against "
+            ".0653, seed 2020); GRCN@raw-routing0 (ours as MMRec computes and reads, seed 2020) is next. MMRec's "
+            "patience-10 stop reacts to float rounding here: the same computation with 0 rounds instead of 3 "
+            "(GRCN@routing0's reference side) gave .0602 / .0643 / .0625 against .0784 / .0645 / .0627 (best "
+            "epochs 9, 8, 20 against 33, 8, 20: seeds 2021-2022 agree to the third digit, seed 2020 parts at its early stop)",
     "LGMRec": "(seed 2020): with patience 50 on both sides (row LGMRec@patience50) MMRec's run goes on to its "
               "best at epoch 83 of 100 (.0568; at patience 10 it stopped at 58, .0560), ours .0602 at 99 of 100 "
               "(+6.0 %): both still improving at the 100-epoch cap; not the features (ours on raw features, "
