@@ -1308,10 +1308,10 @@ EXPLANATIONS: dict[str, str] = {
 HYPOTHESES: dict[str, str] = {
     "BM3": "measured in part: at patience 10, 3 seeds, ours .0801 / .0605 / .0705 (best epochs 41, 5, 1), MMRec "
            ".0635 / .0605 / .0598 (1, 7, 2): BM3 peaks within its first epochs here, falls and climbs again, and "
-           "patience 10 stops both sides on those early peaks. With patience 50 (seed 2020, row BM3@patience50) "
-           "MMRec recovers to .0813 (best epoch 97), ours .0915 (+12.5 %); ours on raw features as MMRec reads "
-           "them (BM3@raw-patience50) .0861, +5.9 %: early stopping and our standardised input make most of the "
-           "difference; those two rows for seeds 2021-2022 are next",
+           "patience 10 stops both sides on those early peaks. With patience 50 (3 seeds, row BM3@patience50) "
+           "ours .0915 / .0866 / .0865, MMRec .0813 / .0857 / .0772 (+8.4 %); ours on raw features as MMRec reads "
+           "them (BM3@raw-patience50) .0861 / .0868 / .0883 (+7.0 %). Both sides are still improving at the "
+           "100-epoch cap (best epochs 84, 95, 93 / 97, 97, 53): runs to convergence (cap 300) are next",
     "GRCN": "measured in part, 3 seeds: a reference bug and our standardised input. MMRec's grcn.py routes "
             "with edges (user, item + n_users) under PyG's source-to-target flow, so its routing messages reach "
             "the items only and the user preferences are never routed "
