@@ -1312,7 +1312,7 @@ HYPOTHESES: dict[str, str] = {
            "ours .0915 / .0866 / .0865, MMRec .0813 / .0857 / .0772 (+8.4 %); ours on raw features as MMRec reads "
            "them (BM3@raw-patience50) .0861 / .0868 / .0883 (+7.0 %). Both sides are still improving at the "
            "100-epoch cap (best epochs 84, 95, 93 / 97, 97, 53): runs to convergence (cap 300) are next",
-    "GRCN": "measured in part, 3 seeds: a reference bug and our standardised input. MMRec's grcn.py routes "
+    "GRCN": "measured in part, 3 seeds: a reference bug. MMRec's grcn.py routes "
             "with edges (user, item + n_users) under PyG's source-to-target flow, so its routing messages reach "
             "the items only and the user preferences are never routed "
             "(`tests/test_reference_check.py::test_mmrecs_grcn_routing_leaves_the_user_preferences_unchanged`): it "
@@ -1320,8 +1320,9 @@ HYPOTHESES: dict[str, str] = {
             "computation (row GRCN@routing0): .0808 / .0739 / .0718 (mean .0755) against MMRec's .0784 / .0645 / "
             ".0627 (.0685), +10.2 %; ours with the paper's 3 rounds .0607 (-11.5 %); MMRec with its routing made to "
             "reach the users (GRCN@routing, `--reference-patch grcn-routing`, seed 2020) .0544 at its 100-epoch "
-            "cap. The rest is our standardised input, worth +17 % to ours at 3 rounds (GRCN@raw .0556 against "
-            ".0653, seed 2020); GRCN@raw-routing0 (ours as MMRec computes and reads, seed 2020) is next. MMRec's "
+            "cap. Not our standardised input at 0 rounds: ours as MMRec computes and reads (GRCN@raw-routing0, "
+            "seed 2020) .0817 against .0808 standardised and MMRec's .0784 (+4.2 %); seeds 2021-2022 of it next "
+            "(at 3 rounds standardising is worth +17 % to ours: GRCN@raw .0556 against .0653). MMRec's "
             "patience-10 stop reacts to float rounding here: the same computation with 0 rounds instead of 3 "
             "(GRCN@routing0's reference side) gave .0602 / .0643 / .0625 against .0784 / .0645 / .0627 (best "
             "epochs 9, 8, 20 against 33, 8, 20: seeds 2021-2022 agree to the third digit, seed 2020 parts at its early stop)",
