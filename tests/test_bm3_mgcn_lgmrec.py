@@ -342,6 +342,23 @@ def test_bounded_logsumexp_equals_autograd_values_and_gradients():
     assert torch.autograd.gradcheck(lambda a, c: bounded_logsumexp(a, c, 5.0), (a, c))
 
 
+def test_lgmrec_contrast_over_distinct_rows_equals_the_sum_over_the_batch():
+    """LGMRec's contrast takes a batch's distinct rows weighted by their counts: the same sum and gradients as every
+    row of the batch, repeats included."""
+    from recbole_metammf.model.lgmrec import hyper_contrast
+
+    torch.manual_seed(4)
+    x = torch.randn(10, 3, dtype=torch.float64, requires_grad=True)
+    y = torch.randn(10, 3, dtype=torch.float64, requires_grad=True)
+    rows = torch.tensor([4, 4, 9, 1, 4, 9, 6])
+    distinct, counts = torch.unique(rows, return_counts=True)
+    got = hyper_contrast(x[distinct], y[distinct], y[1:], 0.2, counts)
+    want = hyper_contrast(x[rows], y[rows], y[1:], 0.2)
+    assert torch.allclose(got, want, atol=1e-12) and counts.tolist() == [1, 3, 1, 2]
+    g_got, g_want = torch.autograd.grad(got, [x, y]), torch.autograd.grad(want, [x, y])
+    assert all(torch.allclose(a, b, atol=1e-12) for a, b in zip(g_got, g_want))
+
+
 def test_bounded_logsumexp_in_several_blocks_with_a_ragged_last_one(monkeypatch):
     from recbole_metammf.layers import contrast
 

@@ -314,3 +314,23 @@ def test_run_recbole_by_name(tmp_path, model):
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = next(l for l in proc.stdout.splitlines() if l.strip().startswith("ndcg@10"))
     assert 0 < float(line.split(":")[1]) <= 1
+
+
+def test_info_nce_over_distinct_nodes_equals_the_batch_mean_with_repeats():
+    """A batch repeats nodes; info_nce computes each distinct one once, weighted by its count: the same loss and
+    gradients as the reference's mean over every row of the batch."""
+    torch.manual_seed(3)
+    a = torch.randn(9, 4, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(9, 4, dtype=torch.float64, requires_grad=True)
+    nodes = torch.tensor([5, 2, 5, 5, 8, 2, 1, 7, 5])  # 5 four times, 2 twice
+
+    def by_rows(a, b):  # every row of the batch, repeats included, as the reference computes it
+        an, bn = F.normalize(a, dim=1), F.normalize(b, dim=1)
+        pos = (an[nodes] * bn[nodes]).sum(-1) / 0.5
+        return (torch.logsumexp(an[nodes] @ bn[1:].T / 0.5, dim=1) - pos).mean()
+
+    got, want = info_nce(a, b, nodes, 0.5), by_rows(a, b)
+    assert torch.allclose(got, want, atol=1e-12)
+    g_got, g_want = torch.autograd.grad(got, [a, b]), torch.autograd.grad(want, [a, b])
+    assert all(torch.allclose(x, y, atol=1e-12) for x, y in zip(g_got, g_want))
+    assert g_got[0][5].abs().sum() > 0 and g_got[0][3].abs().sum() == 0  # a's rows outside the batch get nothing

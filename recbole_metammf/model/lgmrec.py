@@ -74,11 +74,15 @@ from recbole_metammf.model.base import MultimodalRecommender
 CF_MODELS = ("lightgcn", "mf")
 
 
-def hyper_contrast(anchor: torch.Tensor, positive: torch.Tensor, candidates: torch.Tensor, tau: float) -> torch.Tensor:
-    """``sum_r -log softmax_j(cos(anchor_r, candidates_j) / tau)`` at ``cos(anchor_r, positive_r)``."""
+def hyper_contrast(anchor: torch.Tensor, positive: torch.Tensor, candidates: torch.Tensor, tau: float,
+                   counts: torch.Tensor | None = None) -> torch.Tensor:
+    """``sum_r counts_r · -log softmax_j(cos(anchor_r, candidates_j) / tau)`` at ``cos(anchor_r, positive_r)``
+    (``counts`` all 1 when None): a batch's distinct rows, each weighted by how often the batch holds it, give
+    the sum over the batch's rows with fewer rows through the [rows, candidates] denominator."""
     anchor, positive, candidates = (F.normalize(t, dim=1) for t in (anchor, positive, candidates))
     pos = (anchor * positive).sum(-1) / tau  # [n]
-    return (bounded_logsumexp(anchor, candidates, 1.0 / tau) - pos).sum()
+    terms = bounded_logsumexp(anchor, candidates, 1.0 / tau) - pos
+    return terms.sum() if counts is None else (terms * counts).sum()
 
 
 class LGMRec(MultimodalRecommender):
@@ -179,11 +183,15 @@ class LGMRec(MultimodalRecommender):
         pos_e, neg_e = final.index_select(0, pos + self.n_users), final.index_select(0, neg + self.n_users)
         pairs = list(combinations(range(len(ghes)), 2))
         contrast = final.new_zeros(())
+        if pairs:  # the batch's distinct users and items, each counted as often as the batch holds it
+            (c_users, u_counts), (c_items, i_counts) = (torch.unique(x, return_counts=True) for x in (users, pos))
         for a, b in pairs:
             ua, ia = torch.split(ghes[a], [self.n_users, self.n_items])
             ub, ib = torch.split(ghes[b], [self.n_users, self.n_items])
-            contrast = contrast + hyper_contrast(ua.index_select(0, users), ub.index_select(0, users), ub[1:], self.tau)
-            contrast = contrast + hyper_contrast(ia.index_select(0, pos), ib.index_select(0, pos), ib[1:], self.tau)
+            contrast = contrast + hyper_contrast(ua.index_select(0, c_users), ub.index_select(0, c_users), ub[1:],
+                                                 self.tau, u_counts)
+            contrast = contrast + hyper_contrast(ia.index_select(0, c_items), ib.index_select(0, c_items), ib[1:],
+                                                 self.tau, i_counts)
         return {
             "bpr": self.bpr_loss((u_e * pos_e).sum(-1), (u_e * neg_e).sum(-1)),
             "reg": self.reg_loss(u_e, pos_e, neg_e).squeeze(),  # RecBole's EmbLoss: Frobenius norms summed / batch
