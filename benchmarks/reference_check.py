@@ -1321,8 +1321,10 @@ HYPOTHESES: dict[str, str] = {
             ".0627 (.0685), +10.2 %; ours with the paper's 3 rounds .0607 (-11.5 %); MMRec with its routing made to "
             "reach the users (GRCN@routing, `--reference-patch grcn-routing`, seed 2020) .0544 at its 100-epoch "
             "cap. Not our standardised input at 0 rounds: ours as MMRec computes and reads (GRCN@raw-routing0, "
-            "seed 2020) .0817 against .0808 standardised and MMRec's .0784 (+4.2 %); seeds 2021-2022 of it next "
-            "(at 3 rounds standardising is worth +17 % to ours: GRCN@raw .0556 against .0653). MMRec's "
+            "3 seeds) .0817 / .0741 / .0765 (mean .0774) against .0755 standardised and MMRec's .0685 (+13.0 %) "
+            "(at 3 rounds standardising is worth +17 % to ours: GRCN@raw .0556 against .0653). The gap that "
+            "remains sits where the runs stop: MMRec's best epochs 33, 8, 20 (runs of 45, 20, 32 epochs), ours "
+            "at 0 rounds 58, 43, 56; next: both sides at patience 50 (GRCN@routing0-patience50). MMRec's "
             "patience-10 stop reacts to float rounding here: the same computation with 0 rounds instead of 3 "
             "(GRCN@routing0's reference side) gave .0602 / .0643 / .0625 against .0784 / .0645 / .0627 (best "
             "epochs 9, 8, 20 against 33, 8, 20: seeds 2021-2022 agree to the third digit, seed 2020 parts at its early stop)",
