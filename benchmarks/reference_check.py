@@ -1300,6 +1300,14 @@ EXPLANATIONS: dict[str, str] = {
 }
 # Candidate causes of a difference not yet shown by a run (printed as such, never as an explanation).
 HYPOTHESES: dict[str, str] = {
+    "DRAGON": "3 seeds, not yet explained: ours .0953 / .0806 / .0853 (mean .0871), MMRec .0971 / .0914 / .0962 "
+              "(.0949), -8.3 % (seed 2020 alone: -1.9 %). Not the stop: both sides' best epochs sit alike (ours 59, "
+              "55, 42; MMRec 44, 43, 51) well inside their runs. Not the features: ours on raw features as MMRec "
+              "reads them (DRAGON@raw) .0843 / .0808 / .0863 (-11.7 %). Left to measure, from the model's list of "
+              "differences: MMRec scores with `result_embed`, left by the epoch's last training batch, ours with "
+              "representations recomputed in evaluation mode; and the user-user graph, built in the model from the "
+              "training split by the preprocessing script's definition (tested against a transcription of it), "
+              "against the file that script writes",
     "MMGCN": "measured in part, 3 seeds: at patience 10 ours .0618 / .0799 / .0799, MMRec .0725 / .0663 / .0661 "
              "(+8.2 %; seed 2020 alone said -14.8 %). MMRec's mmgcn.py runs three graph layers whatever `n_layers` "
              "says (the comparison's config and our YAML: 2); ours with three layers (row MMGCN@layers3) .0729 / "
