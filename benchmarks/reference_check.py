@@ -34,7 +34,8 @@ One training at a time (the machine's cores are shared). Usage::
     python benchmarks/reference_check.py table          # rewrite the md / csv from the JSONs
 
 MMRec's needs beyond the project's: ``lmdb`` (``pip install lmdb``; MMRec's dataset module
-imports it). MMRec's ``utils/data_utils.py`` imports ``torchvision`` for raw images, which no
+imports it) and ``torch_geometric`` (``pip install torch_geometric==2.8.0``, pure Python, leaves torch
+as it is; MMRec's GRCN, MMGCN and DRAGON import it). MMRec's ``utils/data_utils.py`` imports ``torchvision`` for raw images, which no
 model here uses (``use_raw_features: False``) and whose wheel would replace the project's torch:
 the driver gives MMRec a stand-in module for it whose functions raise if called. MMRec's
 ``utils/metrics.py`` uses ``np.float``, which numpy 1.24 removed: the driver restores the alias
