@@ -16,11 +16,9 @@ graph resampling are timed separately and added once to the epoch.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import math
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,22 +35,14 @@ import torch  # noqa: E402
 warnings.filterwarnings("ignore")
 
 import recbole_metammf  # noqa: E402,F401  (registers the plugin)
+from git_revision import module_at  # noqa: E402  (benchmarks/)
 
 BASELINES = {"VBPR": "vbpr", "MMGCN": "mmgcn", "GRCN": "grcn", "LATTICE": "lattice", "FREEDOM": "freedom"}
 
 
 def old_class(model: str, rev: str):
     """The model class as it was at git revision ``rev`` (its file only; helpers are today's)."""
-    src = subprocess.run(
-        ["git", "show", f"{rev}:recbole_metammf/model/{BASELINES[model]}.py"],
-        cwd=REPO, check=True, capture_output=True, text=True,
-    ).stdout
-    path = Path(tempfile.mkdtemp()) / f"_before_{BASELINES[model]}.py"
-    path.write_text(src)
-    spec = importlib.util.spec_from_file_location(f"_before_{BASELINES[model]}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return getattr(module, model)
+    return getattr(module_at(rev, f"recbole_metammf/model/{BASELINES[model]}.py"), model)
 
 
 def prepare(model: str):

@@ -12,13 +12,10 @@ git at ``--previous``) and the current, blockwise one. Checks that all three agr
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import platform
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,6 +27,7 @@ sys.path.insert(0, str(REPO))
 import torch  # noqa: E402
 
 from recbole_metammf.layers import contrast  # noqa: E402
+from git_revision import module_at  # noqa: E402  (benchmarks/)
 
 SHAPES = [("LGMRec / MGCN users: batch 2,048 x 9,308 users", 2048, 9308),
           ("LGMRec / MGCN items: batch 2,048 x 6,710 items", 2048, 6710),
@@ -38,15 +36,7 @@ SHAPES = [("LGMRec / MGCN users: batch 2,048 x 9,308 users", 2048, 9308),
 
 
 def load_previous(commit: str):
-    text = subprocess.run(["git", "-C", str(REPO), "show", f"{commit}:recbole_metammf/layers/contrast.py"],
-                          check=True, capture_output=True, text=True).stdout
-    path = os.path.join(tempfile.mkdtemp(), "contrast_previous.py")
-    with open(path, "w") as f:
-        f.write(text)
-    spec = importlib.util.spec_from_file_location("contrast_previous", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.bounded_logsumexp
+    return module_at(commit, "recbole_metammf/layers/contrast.py").bounded_logsumexp
 
 
 def main():

@@ -11,7 +11,9 @@ the same seed before each epoch, alternating which goes first, and writes:
 * the training epoch's wall time (RecBole's loop: zero_grad, loss, backward, step over every batch; for DiffMM the
   epoch's diffusion step and graph rebuild included, as its first batch runs them), median per model and form, and
   the ratio now / previous;
-* the largest relative difference between the two forms' epoch losses (rounding only: they compute the same thing).
+* one step from identical states (the same batch and seed): the relative difference of the two forms' losses and
+  gradients (rounding only: they compute the same thing), and the largest relative difference between their epoch
+  losses over the run (Adam's normalised steps carry the rounding forward, so the trajectories part slowly).
 
     python -m dataset_converters diffmm --src ../shared/data/tiktok-diffmm --out dataset --name tiktok-diffmm
     python benchmarks/bench_distinct_rows.py --previous ab5b281 [--epochs 2 3]
@@ -20,11 +22,9 @@ the same seed before each epoch, alternating which goes first, and writes:
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -43,21 +43,14 @@ from recbole.utils import get_model, init_seed  # noqa: E402
 
 from recbole_metammf.allocator import tune_allocator  # noqa: E402
 
+from git_revision import module_at  # noqa: E402  (benchmarks/)
+
 MODELS = {"DiffMM": "diffmm", "LGMRec": "lgmrec"}
 
 
 def previous_class(commit: str, model: str):
-    """The model class as the file was at ``commit`` (a module loaded from ``git show``)."""
-    name = MODELS[model]
-    text = subprocess.run(["git", "-C", str(REPO), "show", f"{commit}:recbole_metammf/model/{name}.py"],
-                          check=True, capture_output=True, text=True).stdout
-    path = os.path.join(tempfile.mkdtemp(), f"{name}_previous.py")
-    with open(path, "w") as f:
-        f.write(text)
-    spec = importlib.util.spec_from_file_location(f"{name}_previous", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return getattr(module, model)
+    """The model class as its file was at ``commit``."""
+    return getattr(module_at(commit, f"recbole_metammf/model/{MODELS[model]}.py"), model)
 
 
 def train_epoch(net, optimizer, batches) -> tuple[float, float]:
