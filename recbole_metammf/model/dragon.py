@@ -50,8 +50,10 @@ reference's ``mm_image_weight`` for image and ``1 - mm_image_weight`` for text, 
 * evaluation scores with representations computed afresh in evaluation mode from the epoch's
   user-graph sample; the reference scores with ``result_embed``, left by the epoch's last training
   batch (the same graph sample, parameters one optimiser step older);
-* ties among co-users of equal count go to the smaller user id (the script: ``torch.topk``'s
-  order);
+* ties among co-users of equal count go by a fixed pseudo-random order of the users (the script:
+  ``torch.topk``'s unspecified order, which spreads its picks evenly over the ids; the smaller id
+  first, this model's rule before, filled TikTok's lists with its low-id heavy users:
+  ``layers/user_graph.py``);
 * left out because the reference computes and never uses them: the edge-dropped graphs
   (``edge_index_dropv/t``), ``image_embedding`` / ``text_embedding`` (trainable copies of the
   features used only to build the kNN graph once), ``image_trs``, ``text_trs``, ``MLP_v``,
@@ -82,6 +84,7 @@ class DRAGON(MultimodalRecommender):
         self.n_mm_layers = config["n_mm_layers"]
         self.knn_k = config["knn_k"]
         self.user_knn_k = config["user_knn_k"]
+        self.user_graph_tie_seed = config["user_graph_tie_seed"]
         self.reg_weight = config["reg_weight"]
         self.n_modalities = len(self.modalities.specs)
         weights = config["modality_weights"]
@@ -116,7 +119,7 @@ class DRAGON(MultimodalRecommender):
 
         # the user-user co-occurrence graph: each user's top user_knn_k co-users, and this epoch's slots
         inter = dataset.inter_matrix(form="csr")
-        self.co_neighbours, self.co_counts, self.co_n = cooccurrence_topk(inter, self.user_knn_k)
+        self.co_neighbours, self.co_counts, self.co_n = cooccurrence_topk(inter, self.user_knn_k, tie_seed=self.user_graph_tie_seed)
         # persistent: a checkpoint evaluates with the user graph it was trained with
         self.register_buffer("user_slots", torch.zeros(self.n_users, self.user_knn_k, dtype=torch.long))
         self.register_buffer("user_slot_weights", torch.zeros(self.n_users, self.user_knn_k))
