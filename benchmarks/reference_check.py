@@ -49,6 +49,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import os
 import platform
 import re
@@ -1364,6 +1365,22 @@ def _mean(xs):
     return statistics.mean(xs) if xs else None
 
 
+def welch_p(a: list, b: list) -> float | None:
+    """Two-sided p-value of Welch's t-test between two sides' per-seed values (unpaired: the two
+    implementations draw different random streams from one seed); None with fewer than 2 values a
+    side or no spread at all."""
+    if len(a) < 2 or len(b) < 2:
+        return None
+    va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
+    if va + vb == 0:
+        return None
+    from scipy import stats
+
+    t = (statistics.mean(a) - statistics.mean(b)) / math.sqrt(va + vb)
+    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
+    return float(2 * stats.t.sf(abs(t), df))
+
+
 def _fmt(x, digits=4):
     return "—" if x is None else f"{x:.{digits}f}"
 
@@ -1391,6 +1408,7 @@ def table_rows(results: dict) -> list[dict]:
             a = _mean([sides["ours"][s]["test"][metric] for s in paired]) if paired else None
             b = _mean([sides["reference"][s]["test"][metric] for s in paired]) if paired else None
             row[f"rel_diff_{metric}"] = (a - b) / b if a is not None and b else None
+        row["welch_p_recall@20"] = welch_p(row["ours_recall@20_per_seed"], row["reference_recall@20_per_seed"])
         d = row["rel_diff_recall@20"]
         if d is None:
             row["verdict"] = "incomplete"
@@ -1422,7 +1440,7 @@ def write_table() -> None:
     results = load_results()
     rows = table_rows(results)
     fields = ["model", "ours_seeds", "reference_seeds", "ours_recall@20", "reference_recall@20", "rel_diff_recall@20",
-              "ours_ndcg@20", "reference_ndcg@20", "rel_diff_ndcg@20", "ours_recall@20_per_seed",
+              "welch_p_recall@20", "ours_ndcg@20", "reference_ndcg@20", "rel_diff_ndcg@20", "ours_recall@20_per_seed",
               "reference_recall@20_per_seed", "ours_ndcg@20_per_seed", "reference_ndcg@20_per_seed",
               "ours_best_epochs", "reference_best_epochs", "ours_median_epoch_s", "reference_median_epoch_s",
               "epoch_time_ratio", "verdict", "explanation"]
@@ -1449,22 +1467,26 @@ def write_table() -> None:
         "",
         f"Reference: {reference_line(results)}.",
         "",
-        "| model | seeds ours / ref | test R@20 ours | test R@20 ref | diff R@20 | test N@20 ours | test N@20 ref "
-        "| diff N@20 | best epochs ours / ref | median epoch s ours / ref (ratio) | verdict | explanation |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| model | seeds ours / ref | test R@20 ours | test R@20 ref | diff R@20 | p (Welch) | test N@20 ours "
+        "| test N@20 ref | diff N@20 | best epochs ours / ref | median epoch s ours / ref (ratio) | verdict "
+        "| explanation |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         pct = lambda d: "—" if d is None else f"{100 * d:+.1f} %"  # noqa: E731
         lines.append(
             f"| {r['model']} | {len(r['ours_seeds'])} / {len(r['reference_seeds'])} | {_fmt(r['ours_recall@20'])} "
-            f"| {_fmt(r['reference_recall@20'])} | {pct(r['rel_diff_recall@20'])} | {_fmt(r['ours_ndcg@20'])} "
+            f"| {_fmt(r['reference_recall@20'])} | {pct(r['rel_diff_recall@20'])} "
+            f"| {_fmt(r['welch_p_recall@20'], 2)} | {_fmt(r['ours_ndcg@20'])} "
             f"| {_fmt(r['reference_ndcg@20'])} | {pct(r['rel_diff_ndcg@20'])} "
             f"| {', '.join(map(str, r['ours_best_epochs'])) or '—'} / {', '.join(map(str, r['reference_best_epochs'])) or '—'} "
             f"| {_fmt(r['ours_median_epoch_s'], 2)} / {_fmt(r['reference_median_epoch_s'], 2)} "
             f"({_fmt(r['epoch_time_ratio'], 2)}) | {r['verdict']} "
             f"| {r['explanation'] or '—'} |")
     lines += ["", "Diff = (ours − reference) / reference of the means over the seeds both sides ran (the test "
-              "columns: each side's mean over its own seeds). Within 5 % passes the issue's "
+              "columns: each side's mean over its own seeds). p (Welch): the two-sided p-value of Welch's t-test "
+              "between the two sides' per-seed test Recall@20 (unpaired; a difference the seeds' own spread "
+              "could make has a large p). Within 5 % passes the issue's "
               "bar; beyond it the row needs an explanation (a deliberate deviation, a reference bug, a protocol "
               "detail), shown by a run. A tagged row (`MODEL@TAG`: another setting of the pair) is a diagnostic "
               "that tests its model's open hypothesis. Epoch time: the median of every epoch's training seconds over the seeds "

@@ -207,6 +207,20 @@ def test_table_means_relative_difference_and_verdict(monkeypatch):
     assert {r["model"]: r for r in rc.table_rows(results)}["VBPR@raw"]["verdict"] == "diagnostic (for VBPR)"
 
 
+def test_welch_p_by_hand_and_in_the_table():
+    # means 2 and 5, variances 1 and 1: t = -3 / sqrt(2/3) = -3.674, Welch's df = 4, two-sided p = 0.0213
+    assert rc.welch_p([1.0, 2.0, 3.0], [4.0, 5.0, 6.0]) == pytest.approx(0.02131, abs=1e-4)
+    from scipy import stats
+
+    a, b = [0.0618, 0.0799, 0.0799], [0.0725, 0.0663, 0.0661, 0.0700]
+    assert rc.welch_p(a, b) == pytest.approx(stats.ttest_ind(a, b, equal_var=False).pvalue)
+    assert rc.welch_p([0.1], [0.2, 0.3]) is None and rc.welch_p([0.1, 0.1], [0.2, 0.2]) is None
+    results = {"LightGCN": {"ours": {1: _run(0.0930, 0.045, 50, [1.0]), 2: _run(0.0890, 0.043, 40, [2.0])},
+                            "reference": {1: _run(0.0900, 0.044, 45, [4.0]), 2: _run(0.0880, 0.042, 47, [2.0])}}}
+    row = rc.table_rows(results)[0]
+    assert row["welch_p_recall@20"] == pytest.approx(rc.welch_p([0.0930, 0.0890], [0.0900, 0.0880]))
+
+
 def test_dragon_cpu_patch_applies_once_and_refuses_a_changed_file(tmp_path):
     models = tmp_path / "src" / "models"
     models.mkdir(parents=True)
