@@ -26,6 +26,7 @@ from conftest import (
 )
 from recbole_metammf.layers.graph import bipartite_adjacency
 from recbole_metammf.layers.user_graph import cooccurrence_topk, sample_padded_neighbours, slots_to_matrix
+from recbole_metammf.model.dragon import user_cooccurrence_graph
 
 E = math.e
 
@@ -38,45 +39,68 @@ TOY = sp.csr_matrix(
 
 def test_cooccurrence_hand_computed():
     for chunk in (1, 2, 100):  # chunking changes nothing
-        nb, counts, n = cooccurrence_topk(TOY, k=2, chunk_size=chunk, tie_seed=None)
+        nb, counts, n = cooccurrence_topk(TOY, k=2, chunk_size=chunk)
         assert nb.tolist() == [[1, 2], [0, 2], [0, 1], [-1, -1], [2, -1]]  # user 2: three ties at 1 -> smaller ids
         assert counts.tolist() == [[2, 1], [2, 1], [1, 1], [0, 0], [1, 0]]
         assert n.tolist() == [2, 2, 2, 0, 1]
-    nb, counts, n = cooccurrence_topk(TOY, k=1, tie_seed=None)
+    nb, counts, n = cooccurrence_topk(TOY, k=1)
     assert nb[:, 0].tolist() == [1, 0, 0, -1, 2] and counts[:, 0].tolist() == [2, 2, 1, 0, 1]
-    nb, counts, n = cooccurrence_topk(TOY, k=4, tie_seed=None)
+    nb, counts, n = cooccurrence_topk(TOY, k=4)
     assert nb[2].tolist() == [0, 1, 4, -1] and n.tolist() == [2, 2, 3, 0, 1]
 
 
 def test_cooccurrence_ties_follow_the_seeded_user_order_not_the_ids():
-    """User 0 shares one item with each of users 1..1000 (all tied at 1) and two with user 1000: it keeps
-    user 1000, then the tied users first in a fixed permutation of the users, spread over the id range
-    (the reference script's torch.topk picks tied users evenly over it; the smaller ids first would keep
-    1..39). The same seed gives the same graph whatever the chunking; another seed another choice."""
+    """User 0 shares one item with each of users 1..1000 (all tied at 1) and two with user 1000: DRAGON's
+    graph keeps user 1000, then the tied users first in a fixed permutation of the users, spread over the
+    id range (the reference script's torch.topk picks tied users evenly over it; the layer's smaller ids
+    first would keep 1..39). The same seed gives the same graph; another seed another choice; no seed is
+    the layer's rule."""
     n_users, k = 1001, 40
     rows = [0] * 1001 + list(range(1, 1001)) + [1000]
     cols = list(range(1001)) + list(range(1, 1001)) + [0]
     inter = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(n_users, 1001))
-    nb, counts, n = cooccurrence_topk(inter, k=k, chunk_size=64)
+    nb, counts, n = user_cooccurrence_graph(inter, k, tie_seed=0)
     assert nb[0, 0] == 1000 and counts[0].tolist() == [2.0] + [1.0] * (k - 1) and n[0] == k
-    rank = np.argsort(np.random.default_rng(0).permutation(n_users))
+    rank = np.argsort(np.random.default_rng(0).permutation(n_users))  # user -> its place in the permutation
     tied = np.arange(1, 1000)
     assert nb[0, 1:].tolist() == tied[np.argsort(rank[tied])][: k - 1].tolist()
     assert 300 < nb[0, 1:].mean() < 700  # by id it would be 20
-    again, _, _ = cooccurrence_topk(inter, k=k, chunk_size=1000)
+    by_id = cooccurrence_topk(inter, k)
+    assert nb[0, 1:].tolist() != by_id[0][0, 1:].tolist() and by_id[0][0, 1:].tolist() == list(range(1, k))
+    again, _, _ = user_cooccurrence_graph(inter, k, tie_seed=0)
     assert np.array_equal(again, nb)
-    other, _, _ = cooccurrence_topk(inter, k=k, tie_seed=1)
+    other, _, _ = user_cooccurrence_graph(inter, k, tie_seed=1)
     assert other[0, 0] == 1000 and set(other[0, 1:].tolist()) != set(nb[0, 1:].tolist())
+    for got, want in zip(user_cooccurrence_graph(inter, k, tie_seed=None), by_id):
+        assert np.array_equal(got, want)
+
+
+def test_seeded_ties_change_only_the_order_among_equal_counts():
+    """On a random graph the seeded rule keeps every user's counts and list length, keeps the same co-users
+    above each list's last count, and lists real co-users only (each with the right count)."""
+    rng = np.random.default_rng(5)
+    dense = (rng.random((60, 20)) < 0.15).astype(np.float32)
+    shared = dense @ dense.T
+    nb_id, counts_id, n_id = cooccurrence_topk(sp.csr_matrix(dense), k=6)
+    nb, counts, n = user_cooccurrence_graph(sp.csr_matrix(dense), 6, tie_seed=3)
+    assert np.array_equal(counts, counts_id) and np.array_equal(n, n_id)
+    assert not np.array_equal(nb, nb_id)  # some tie went the other way
+    for u in range(60):
+        row = nb[u, : n[u]]
+        assert u not in row and np.all(nb[u, n[u]:] == -1)
+        assert shared[u, row].tolist() == counts[u, : n[u]].tolist()
+        last = counts[u, n[u] - 1] if n[u] else 0
+        assert set(row[counts[u, : n[u]] > last]) == set(nb_id[u, : n[u]][counts_id[u, : n[u]] > last])
 
 
 def test_cooccurrence_matches_the_reference_scripts_definition():
     """generate-u-u-matrix.py: weight = |items(u) & items(v)| over distinct training items, u != v, the
-    heaviest first (ties here by smaller id, ``tie_seed=None``), users sharing nothing are not neighbours."""
+    heaviest first (ties here by smaller id), users sharing nothing are not neighbours."""
     rng = np.random.default_rng(3)
     dense = (rng.random((40, 25)) < 0.12).astype(np.float32)
     items = [set(np.flatnonzero(row)) for row in dense]
     for k in (3, 7, 50):
-        nb, counts, n = cooccurrence_topk(sp.csr_matrix(dense), k=k, chunk_size=7, tie_seed=None)
+        nb, counts, n = cooccurrence_topk(sp.csr_matrix(dense), k=k, chunk_size=7)
         for u in range(40):
             pairs = sorted(((-len(items[u] & items[v]), v) for v in range(40) if v != u and items[u] & items[v]))[:k]
             assert n[u] == len(pairs)
@@ -85,7 +109,7 @@ def test_cooccurrence_matches_the_reference_scripts_definition():
 
 
 def test_padded_sampling_and_softmax_weights_by_hand():
-    nb, counts, n = cooccurrence_topk(TOY, k=2, tie_seed=None)
+    nb, counts, n = cooccurrence_topk(TOY, k=2)
     index, weight = sample_padded_neighbours(nb, counts, n, np.random.default_rng(0))
     assert index[0].tolist() == [1, 2] and np.allclose(weight[0], [E / (E + 1), 1 / (E + 1)])
     assert index[4].tolist() == [2, 2] and np.allclose(weight[4], [0.5, 0.5])  # one co-user fills both slots
@@ -93,7 +117,7 @@ def test_padded_sampling_and_softmax_weights_by_hand():
     m = slots_to_matrix(index, weight, 5).toarray()
     assert m[4, 2] == pytest.approx(1.0) and m[3].sum() == 0 and m[0, 1] == pytest.approx(E / (E + 1))
     # k = 3: user 0 has 2 co-users, its third slot repeats one of them, uniformly: two outcomes
-    nb, counts, n = cooccurrence_topk(TOY, k=3, tie_seed=None)
+    nb, counts, n = cooccurrence_topk(TOY, k=3)
     drew_1 = {1: 2 * E / (2 * E + 1), 2: 1 / (2 * E + 1)}  # slot counts [2, 1, 2]
     drew_2 = {1: E / (E + 2), 2: 2 / (E + 2)}  # slot counts [2, 1, 1]
     rng = np.random.default_rng(1)
@@ -142,7 +166,7 @@ def test_forward_is_the_formula(planted):
     assert user.shape == (net.n_users, m * d) and item.shape == (net.n_items, m * d)
     assert torch.allclose(user, ref_user, atol=1e-4) and torch.allclose(item, ref_item, atol=1e-4)
     # the co-occurrence graph is the training interactions' own
-    nb, counts, n = cooccurrence_topk(ds.inter_matrix(form="csr"), 50)
+    nb, counts, n = user_cooccurrence_graph(ds.inter_matrix(form="csr"), 50, tie_seed=0)
     assert np.array_equal(net.co_neighbours, nb) and np.array_equal(net.co_n, n)
     assert n[1:].min() > 0 and n[0] == 0  # every real user shares items here; the padding user none
 

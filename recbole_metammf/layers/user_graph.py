@@ -5,15 +5,9 @@ Definition (DRAGON's ``tools/generate-u-u-matrix.py``, MMRec's
 ``preprocessing/dualgnn-gen-u-u-matrix.py``): the weight of users ``u != v`` is the number of
 *distinct* training items both interacted with; each user keeps the users of highest weight
 (the script keeps 200 in ``user_graph_dict.npy``, the model reads the first ``k`` of them, so for
-``k <= 200`` that is the top ``k``). Users sharing no item are not neighbours.
-
-Ties in weight. The script breaks them by ``torch.topk``'s unspecified order, which picks tied users
-evenly over the id range (on the TikTok subset the chosen tied users sit at 0.51 of the tied id range,
-on average). Taking the smaller id first would not be neutral: where ids follow activity (TikTok's
-low ids are its heaviest users) every short list would fill with the same few hubs (measured there:
-the users such a rule keeps in place of the script's have 5.5 times their training degree). Here ties
-go by a fixed pseudo-random order of the users (``tie_seed``), so the graph is a function of the
-interactions and that seed alone, and does not lean on how the ids were assigned.
+``k <= 200`` that is the top ``k``). Users sharing no item are not neighbours. The script breaks
+ties in weight by ``torch.topk``'s unspecified order; here the smaller user id comes first, so the
+graph is a function of the interactions alone.
 
 :func:`cooccurrence_topk` computes it in row chunks of the sparse product ``R R^T`` (``R`` the 0/1
 user-item matrix): memory follows the non-zeros of a chunk, never ``n_users x n_users``.
@@ -26,15 +20,13 @@ import numpy as np
 import scipy.sparse as sp
 
 
-def cooccurrence_topk(inter: sp.spmatrix, k: int, chunk_size: int = 1024,
-                      tie_seed: int | None = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def cooccurrence_topk(inter: sp.spmatrix, k: int, chunk_size: int = 1024) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Each user's ``k`` most co-occurring other users.
 
     ``inter``: [n_users, n_items], any non-zero is an interaction (repeats count once).
     Returns ``(neighbours [n_users, k] int64, counts [n_users, k] float32, n [n_users] int64)``:
-    row ``u`` holds its ``n[u] <= k`` neighbours first, by decreasing count, ties in the order of a
-    permutation of the users drawn from ``tie_seed`` (``None``: increasing id); the rest of the row
-    is ``-1`` (neighbours) and ``0`` (counts).
+    row ``u`` holds its ``n[u] <= k`` neighbours first, by decreasing count then increasing id;
+    the rest of the row is ``-1`` (neighbours) and ``0`` (counts).
     """
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
@@ -47,15 +39,13 @@ def cooccurrence_topk(inter: sp.spmatrix, k: int, chunk_size: int = 1024,
     neighbours = np.full((n_users, k), -1, dtype=np.int64)
     counts = np.zeros((n_users, k), dtype=np.float32)
     n = np.zeros(n_users, dtype=np.int64)
-    tie_rank = (np.arange(n_users) if tie_seed is None
-                else np.argsort(np.random.default_rng(tie_seed).permutation(n_users)))  # user -> its place
     for start in range(0, n_users, chunk_size):
         end = min(start + chunk_size, n_users)
         co = (r[start:end] @ r_t).tocoo()  # [chunk, n_users]: shared items
         rows, cols, vals = co.row.astype(np.int64), co.col.astype(np.int64), co.data
         other = (rows + start) != cols  # a user is not its own neighbour
         rows, cols, vals = rows[other], cols[other], vals[other]
-        order = np.lexsort((tie_rank[cols], -vals, rows))  # by row, then count down, then tie order
+        order = np.lexsort((cols, -vals, rows))  # by row, then count down, then id up
         rows, cols, vals = rows[order], cols[order], vals[order]
         first = np.searchsorted(rows, np.arange(end - start))  # each row's first entry
         rank = np.arange(len(rows)) - first[rows]
