@@ -762,7 +762,9 @@ def run_ours(model: str, seed: int, args) -> dict:
 
 
 def _stamp(record: dict) -> dict:
-    record.update(host=platform.node(), finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    from recbole_metammf.benchmark.trial import machine
+
+    record.update(host=platform.node(), machine=machine(), finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                   load_average_at_end=[round(x, 2) for x in os.getloadavg()])
     return record
 
@@ -1436,6 +1438,16 @@ def reference_line(results: dict) -> str:
                      for repo, commits in sorted(repos.items(), key=lambda kv: kv[0] != "github enoche/MMRec")) or "—"
 
 
+def _machine_label(machine: dict | None) -> str:
+    """``AMD EPYC, AVX512, flags 6a93d771884c`` from a record's ``machine``; ``—`` where none was recorded."""
+    if not machine:
+        return "—"
+    parts = [machine.get("cpu") or "?", machine.get("cpu_capability")]
+    if machine.get("cpu_flags_sha256"):
+        parts.append(f"flags {machine['cpu_flags_sha256']}")
+    return ", ".join(p for p in parts if p)
+
+
 def write_table() -> None:
     results = load_results()
     rows = table_rows(results)
@@ -1492,16 +1504,21 @@ def write_table() -> None:
               "that tests its model's open hypothesis. Epoch time: the median of every epoch's training seconds over the seeds "
               "(MMRec's own `epoch N training [time: ...]` line, RecBole's the same); ratio = ours / reference, "
               "the issue asks for at most 1. Both sides ran in the same session on the same loaded machine, "
-              "one after the other; the load average at each run's end is in the per-seed table.", "", "## Per seed", "",
+              "one after the other; the load average at each run's end is in the per-seed table. So is each run's "
+              "CPU (its model name, the vector instructions torch's kernels chose, a digest of its feature flags; "
+              "runs before 2026-12-03 did not record it): the same code, data and seed give the same figure to the "
+              "last digit on one machine, not always across machines, where rounding differs and a model whose "
+              "validation curve swings (MMGCN) can pick another best epoch.", "", "## Per seed", "",
               "| model | side | seed | test R@20 | test N@20 | best epoch / epochs run | median epoch s | "
-              "load avg at end | wall s |", "|---|---|---|---|---|---|---|---|---|"]
+              "load avg at end | wall s | CPU |", "|---|---|---|---|---|---|---|---|---|---|"]
     for model in results:
         for side in SIDES:
             for seed, r in sorted(results[model].get(side, {}).items()):
                 lines.append(f"| {model} | {side} | {seed} | {_fmt(r['test']['recall@20'])} | "
                              f"{_fmt(r['test']['ndcg@20'])} | {r['best_epoch']} / {r['epochs_run']} | "
                              f"{_fmt(r.get('median_epoch_s'), 2)} | "
-                             f"{' '.join(map(str, r.get('load_average_at_end', [])))} | {r.get('wall_time_s')} |")
+                             f"{' '.join(map(str, r.get('load_average_at_end', [])))} | {r.get('wall_time_s')} | "
+                             f"{_machine_label(r.get('machine'))} |")
     lines += ["", "## Settings: reference key <- our key", ""]
     for model, spec in MODELS.items():
         pairs = {**spec.get("training_map", TRAINING_MAP), **spec["map"]}

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import types
 from pathlib import Path
 
 import numpy as np
+
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -219,6 +221,38 @@ def test_welch_p_by_hand_and_in_the_table():
                             "reference": {1: _run(0.0900, 0.044, 45, [4.0]), 2: _run(0.0880, 0.042, 47, [2.0])}}}
     row = rc.table_rows(results)[0]
     assert row["welch_p_recall@20"] == pytest.approx(rc.welch_p([0.0930, 0.0890], [0.0900, 0.0880]))
+
+
+def test_each_run_records_its_cpu_and_the_page_names_it(monkeypatch):
+    """``machine()`` reads this machine's CPU (the model name and flags of /proc/cpuinfo where it exists,
+    torch's chosen kernel level); a stamped record carries it and the per-seed table shows it; a record
+    from before the field shows a dash."""
+    import hashlib
+
+    from recbole_metammf.benchmark.trial import machine
+
+    m = machine()
+    assert m["cpu_capability"] == torch_capability() and m["cores"] == os.cpu_count()
+    if os.path.exists("/proc/cpuinfo"):
+        text = open("/proc/cpuinfo").read()
+        flags = next((line.split(":", 1)[1] for line in text.splitlines()
+                      if line.split(":")[0].strip() in ("flags", "Features")), None)
+        if flags is not None:
+            assert m["cpu_flags_sha256"] == hashlib.sha256(" ".join(sorted(flags.split())).encode()).hexdigest()[:12]
+        name = next((line.split(":", 1)[1].strip() for line in text.splitlines()
+                     if line.split(":")[0].strip() == "model name"), None)
+        if name:
+            assert m["cpu"] == name
+    assert rc._stamp({})["machine"] == m
+    assert rc._machine_label(m).startswith(f"{m['cpu']}, ")
+    assert rc._machine_label({"cpu": "X", "cpu_capability": "AVX2", "cpu_flags_sha256": "abc"}) == "X, AVX2, flags abc"
+    assert rc._machine_label(None) == "—"
+
+
+def torch_capability():
+    import torch
+
+    return torch.backends.cpu.get_cpu_capability()
 
 
 def test_dragon_cpu_patch_applies_once_and_refuses_a_changed_file(tmp_path):

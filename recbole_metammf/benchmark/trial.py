@@ -157,6 +157,7 @@ def run_trial(model: str, dataset: str, seed: int, config_file_list=None, config
         "allocator": tune_allocator(),  # the same maths either way; it changes the timings (allocator.py)
         "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "versions": _versions(),
+        "machine": machine(),
     }
     checkpoint_dir = tempfile.mkdtemp(prefix="recbole-metammf-trial-")
     t0 = time.perf_counter()
@@ -221,6 +222,38 @@ def run_trial(model: str, dataset: str, seed: int, config_file_list=None, config
     record["peak_memory_mb"] = _peak_memory_mb()
     record["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     return record
+
+
+def machine() -> dict:
+    """The CPU a run ran on: its model name (``/proc/cpuinfo``; ``platform.processor()`` elsewhere), the
+    vector instructions torch's CPU kernels chose (``torch.backends.cpu.get_cpu_capability()``) and a
+    digest of the CPU's feature flags. Two runs of the same code, data and seed agree to the last digit
+    on one machine, but not always across machines: a model whose validation curve swings from epoch to
+    epoch (MMGCN on TikTok) parts after one epoch when only the rounding differs (forcing torch's
+    ``default`` kernels moved its first validation Recall@20 from .0711 to .0698), and a different
+    best epoch follows. The record says which machine made it, so such a difference can be told from a
+    change of code."""
+    import hashlib
+
+    name, flags = "", ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key == "model name" and not name:
+                    name = value.strip()
+                elif key in ("flags", "Features") and not flags:
+                    flags = " ".join(sorted(value.split()))
+    except OSError:
+        pass
+    try:
+        capability = torch.backends.cpu.get_cpu_capability()
+    except AttributeError:  # older torch
+        capability = None
+    return {"cpu": name or platform.processor() or platform.machine(), "cpu_capability": capability,
+            "cpu_flags_sha256": hashlib.sha256(flags.encode()).hexdigest()[:12] if flags else None,
+            "cores": os.cpu_count()}
 
 
 def _versions() -> dict:
