@@ -786,9 +786,12 @@ def reusable_run(model: str, seed: int, side: str, args) -> dict | None:
     if side == "ours":
         config = ours_config(model, args.data_path, args.extra)
     else:
+        checkout = os.path.join(args.scratch, "mmrec")
+        if getattr(args, "mirror", None):  # a fresh scratch has no checkout yet, and MMRec's model YAML is in the config
+            mmrec_checkout(args.mirror, checkout)
         config = mmrec_config(model, resolve_ours(model, args.data_path, args.extra), seed,
                               os.path.join(args.scratch, "data"),
-                              read_mmrec_model_yaml(os.path.join(args.scratch, "mmrec"), MODELS[model]["reference"]))
+                              read_mmrec_model_yaml(checkout, MODELS[model]["reference"]))
     if record.get("status") != "ok" or record.get("config") != config:
         return None
     return {**record, "reused_from": os.path.basename(base)}

@@ -332,6 +332,38 @@ def test_a_tagged_run_reuses_the_reference_run_only_when_mmrec_is_given_the_same
     assert rc.reusable_run("LightGCN", 2020, "ours", deeper) is None
 
 
+def test_reuse_on_a_fresh_scratch_extracts_mmrec_first(tmp_path, monkeypatch):
+    """The reference's config holds MMRec's model-YAML grid values (DRAGON's ``aggr_mode``): on a scratch
+    folder with no MMRec checkout yet, reuse extracts it from the mirror before comparing, instead of
+    comparing against a config without them and running the same reference again (as it once did: three
+    DRAGON reference runs, about 18 minutes each)."""
+    ours = {"learning_rate": 1e-3, "train_batch_size": 2048, "epochs": 100, "stopping_step": 10,
+            "embedding_size": 64, "n_layers": 2, "reg_weight": 1e-4}
+    results, scratch = tmp_path / "results", tmp_path / "scratch"
+    results.mkdir()
+    monkeypatch.setattr(rc, "RESULTS", str(results))
+    monkeypatch.setattr(rc, "resolve_ours", lambda model, data_path, extra: {**ours, **(extra or {})})
+    extracted = []
+
+    def fake_checkout(mirror, dest):
+        yaml_dir = Path(dest) / "src" / "configs" / "model"
+        yaml_dir.mkdir(parents=True, exist_ok=True)
+        (yaml_dir / "LightGCN.yaml").write_text("aggr_mode: ['add']\nhyper_parameters: [aggr_mode]\n")
+        extracted.append((mirror, dest))
+        return "abc"
+
+    monkeypatch.setattr(rc, "mmrec_checkout", fake_checkout)
+    config = rc.mmrec_config("LightGCN", ours, 2020, str(scratch / "data"),
+                             {"aggr_mode": ["add"], "hyper_parameters": ["aggr_mode"]})
+    assert config["aggr_mode"] == "add"
+    (results / "LightGCN__reference__seed2020.json").write_text(json.dumps({"status": "ok", "config": config}))
+    no_mirror = types.SimpleNamespace(tag="t", extra={"tie": None}, data_path="d", scratch=str(scratch))
+    assert rc.reusable_run("LightGCN", 2020, "reference", no_mirror) is None  # no checkout: the YAML's keys missing
+    args = types.SimpleNamespace(tag="t", extra={"tie": None}, data_path="d", scratch=str(scratch), mirror="/m")
+    assert rc.reusable_run("LightGCN", 2020, "reference", args)["reused_from"] == "LightGCN__reference__seed2020.json"
+    assert extracted == [("/m", str(scratch / "mmrec"))]
+
+
 def test_reference_patch_applies_once_in_its_own_copy_and_refuses_a_changed_file(tmp_path):
     rel, pairs, _ = rc.REFERENCE_PATCHES["mmgcn-trained"]
     path = tmp_path / "src" / rel
