@@ -762,6 +762,8 @@ def run_ours(model: str, seed: int, args) -> dict:
 
 
 def _stamp(record: dict) -> dict:
+    if REPO not in sys.path:  # run as a script (``python benchmarks/reference_check.py``) the checkout is not on the path
+        sys.path.insert(0, REPO)
     from recbole_metammf.benchmark.trial import machine
 
     record.update(host=platform.node(), machine=machine(), finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),

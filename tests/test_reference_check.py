@@ -249,6 +249,21 @@ def test_each_run_records_its_cpu_and_the_page_names_it(monkeypatch):
     assert rc._machine_label(None) == "—"
 
 
+def test_a_run_of_the_script_stamps_its_record_without_the_package_installed(tmp_path):
+    """Run as ``python benchmarks/reference_check.py`` (the checkout not installed, not on the path), stamping
+    a finished run's record imports ``trial.machine`` from the checkout itself: it once failed there after a
+    finished training, losing the run."""
+    import subprocess
+    import sys
+
+    code = ("import runpy, json; g = runpy.run_path(%r); print(json.dumps(g['_stamp']({})['machine']))"
+            % str(REPO / "benchmarks" / "reference_check.py"))
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1])["cores"] == os.cpu_count()
+
+
 def torch_capability():
     import torch
 
