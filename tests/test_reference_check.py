@@ -243,6 +243,14 @@ def test_each_run_records_its_cpu_and_the_page_names_it(monkeypatch):
                      if line.split(":")[0].strip() == "model name"), None)
         if name:
             assert m["cpu"] == name
+        family = next((line.split(":", 1)[1].strip() for line in text.splitlines()
+                       if line.split(":")[0].strip() == "cpu family"), None)
+        if family:
+            assert m["cpu_id"].startswith(f"cpu family {family} ")
+    cache = "/sys/devices/system/cpu/cpu0/cache/index0"
+    if os.path.isdir(cache):
+        level, size = (open(os.path.join(cache, f)).read().strip() for f in ("level", "size"))
+        assert m["caches"].startswith(f"L{level}") and size in m["caches"].split(",")[0]
     assert rc._stamp({})["machine"] == m
     assert rc._machine_label(m).startswith(f"{m['cpu']}, ")
     assert rc._machine_label({"cpu": "X", "cpu_capability": "AVX2", "cpu_flags_sha256": "abc"}) == "X, AVX2, flags abc"

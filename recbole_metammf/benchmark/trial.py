@@ -227,15 +227,15 @@ def run_trial(model: str, dataset: str, seed: int, config_file_list=None, config
 def machine() -> dict:
     """The CPU a run ran on: its model name (``/proc/cpuinfo``; ``platform.processor()`` elsewhere), the
     vector instructions torch's CPU kernels chose (``torch.backends.cpu.get_cpu_capability()``) and a
-    digest of the CPU's feature flags. Two runs of the same code, data and seed agree to the last digit
-    on one machine, but not always across machines: a model whose validation curve swings from epoch to
-    epoch (MMGCN on TikTok) parts after one epoch when only the rounding differs (forcing torch's
-    ``default`` kernels moved its first validation Recall@20 from .0711 to .0698), and a different
-    best epoch follows. The record says which machine made it, so such a difference can be told from a
-    change of code."""
+    digest of the CPU's feature flags, its family / model / stepping and microcode, and its cache sizes.
+    Two runs of the same code, data and seed agree to the last digit on one machine, but not always
+    across machines: a model whose validation curve swings from epoch to epoch (MMGCN on TikTok) parts
+    after two epochs when only the rounding differs (torch's ``default`` kernels instead of AVX512:
+    ``benchmarks/run_to_run.md``), and a different best epoch follows. The record says which machine
+    made it, so such a difference can be told from a change of code."""
     import hashlib
 
-    name, flags = "", ""
+    name, flags, ident = "", "", {}
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -245,21 +245,38 @@ def machine() -> dict:
                     name = value.strip()
                 elif key in ("flags", "Features") and not flags:
                     flags = " ".join(sorted(value.split()))
+                elif key in ("cpu family", "model", "stepping", "microcode") and key not in ident:
+                    ident[key] = value.strip()
     except OSError:
         pass
+    caches = []
+    cache_dir = "/sys/devices/system/cpu/cpu0/cache"
+    for index in sorted(os.listdir(cache_dir)) if os.path.isdir(cache_dir) else []:
+        try:
+            with open(os.path.join(cache_dir, index, "level")) as f:
+                level = f.read().strip()
+            with open(os.path.join(cache_dir, index, "type")) as f:
+                kind = {"Data": "d", "Instruction": "i"}.get(f.read().strip(), "")
+            with open(os.path.join(cache_dir, index, "size")) as f:
+                caches.append(f"L{level}{kind} {f.read().strip()}")
+        except OSError:
+            continue
     try:
         capability = torch.backends.cpu.get_cpu_capability()
     except AttributeError:  # older torch
         capability = None
     return {"cpu": name or platform.processor() or platform.machine(), "cpu_capability": capability,
             "cpu_flags_sha256": hashlib.sha256(flags.encode()).hexdigest()[:12] if flags else None,
-            "cores": os.cpu_count()}
+            "cpu_id": " ".join(f"{k} {v}" for k, v in ident.items()) or None,
+            "caches": ", ".join(caches) or None, "cores": os.cpu_count()}
 
 
 def _versions() -> dict:
+    import numpy
     import recbole
+    import scipy
 
     from recbole_metammf import __version__
 
     return {"python": platform.python_version(), "torch": torch.__version__, "recbole": recbole.__version__,
-            "recbole_metammf": __version__}
+            "recbole_metammf": __version__, "numpy": numpy.__version__, "scipy": scipy.__version__}
