@@ -401,7 +401,17 @@ MODELS = {
                  "graph layers skipped their degree normalisation and the loss became NaN at the second batch. "
                  "MMRec's user graph comes from its preprocessing script (run on the same training split); "
                  "ours is built in the model from the training interactions. Ours standardises the features, "
-                 "MMRec reads them raw.",
+                 "MMRec reads them raw. The tie rule of that graph decided a gap of -8.3 %: with co-users of equal "
+                 "count kept smaller id first (row DRAGON@ties-by-id, `user_graph_tie_seed: ~`) ours gave .0951 / "
+                 ".0806 / .0853 against MMRec's .0971 / .0914 / .0962; with ties in a seeded order of the users "
+                 "(the default since 2630b33) .0972 / .0878 / .0930, -2.4 %. The script leaves ties to "
+                 "`torch.topk`, whose picks spread over the ids; TikTok's low ids are its heavy users, so the "
+                 "smaller-id rule filled short lists with the same hubs (the users it kept in place of the script's "
+                 "picks: 249 training interactions against 45; seeded, the lists' mean training degree is 164 "
+                 "against 156 in the script's file, whose top-40 count lists ours matches for every user: "
+                 "docs/models.md). DRAGON@ties-by-id repeats the 2026-12-02 run of that rule (.0953 / "
+                 ".0806 / .0853; validation curves identical to epoch 8 at seed 2020, then parting by rounding "
+                 "on another day's machine: `benchmarks/run_to_run.md`)",
     },
     "DiffMM": {
         # not in MMRec: the authors' code (github HKUDS/DiffMM), patched at run time (run_diffmm_reference);
@@ -1309,14 +1319,6 @@ EXPLANATIONS: dict[str, str] = {
 }
 # Candidate causes of a difference not yet shown by a run (printed as such, never as an explanation).
 HYPOTHESES: dict[str, str] = {
-    "DRAGON": "3 seeds, not yet explained: ours .0953 / .0806 / .0853 (mean .0871), MMRec .0971 / .0914 / .0962 "
-              "(.0949), -8.3 % (seed 2020 alone: -1.9 %). Not the stop: both sides' best epochs sit alike (ours 59, "
-              "55, 42; MMRec 44, 43, 51) well inside their runs. Not the features: ours on raw features as MMRec "
-              "reads them (DRAGON@raw) .0843 / .0808 / .0863 (-11.7 %). Left to measure, from the model's list of "
-              "differences: MMRec scores with `result_embed`, left by the epoch's last training batch, ours with "
-              "representations recomputed in evaluation mode; and the user-user graph, built in the model from the "
-              "training split by the preprocessing script's definition (tested against a transcription of it), "
-              "against the file that script writes",
     "MMGCN": "measured in part, 3 seeds: at patience 10 ours .0618 / .0799 / .0799, MMRec .0725 / .0663 / .0661 "
              "(+8.2 %; seed 2020 alone said -14.8 %). MMRec's mmgcn.py runs three graph layers whatever `n_layers` "
              "says (the comparison's config and our YAML: 2); ours with three layers (row MMGCN@layers3) .0729 / "
