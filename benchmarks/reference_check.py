@@ -1319,15 +1319,22 @@ EXPLANATIONS: dict[str, str] = {
 }
 # Candidate causes of a difference not yet shown by a run (printed as such, never as an explanation).
 HYPOTHESES: dict[str, str] = {
-    "MMGCN": "measured in part, 3 seeds: at patience 10 ours .0618 / .0799 / .0799, MMRec .0725 / .0663 / .0661 "
-             "(+8.2 %; seed 2020 alone said -14.8 %). MMRec's mmgcn.py runs three graph layers whatever `n_layers` "
-             "says (the comparison's config and our YAML: 2); ours with three layers (row MMGCN@layers3) .0729 / "
-             ".0708 / .0723 against the same MMRec runs (+5.4 %, just beyond the bar). Both sides peak within their "
-             "first epochs here and patience 10 stops them there (best epochs ours 3-23, MMRec 0-10; MMRec's seed "
-             "2022 at epoch 0, runs of 12 to 35 epochs), so the stop decides most of the spread; next: both sides "
-             "at patience 50. Not the features (MMGCN@raw .0620, seed 2020). Beside it: MMRec's model with its ID "
-             "table and preferences trained (MMGCN@trained, a variant neither MMRec nor the paper ships) reaches "
-             ".0926 at seed 2020; which of its other departures (settings notes below) makes that is not measured",
+    "MMGCN": "measured in part, 5 seeds: at patience 10 ours .0618 / .0799 / .0799 / .0659 / .0783, MMRec .0725 / "
+             ".0663 / .0661 / .0599 / .0599 (+12.7 %, Welch p .11). Both sides stop on first-epoch peaks (best "
+             "epochs ours 3-13, MMRec 0-10) of validation curves that swing by up to .04 from one epoch to the next "
+             "(ours, seed 2020: .0600 then .0334), so each figure is the luck of an early maximum. That luck "
+             "depends even on the machine: the same code, seed and settings gave ours .0729 on 2026-12-02 "
+             "(MMGCN@layers3) and .0653 on 2026-12-03 (MMGCN@layers3-patience50, best at epoch 0: it never passed "
+             "its first score, where the first run had at epoch 23; the two curves part at epoch 1, .0675 against "
+             ".0678). `benchmarks/run_to_run.md`: MMGCN repeats itself to the last digit in one session (another "
+             "process, another hash seed), parts at epoch 2 under torch's default kernels (LightGCN and DRAGON do "
+             "not), and the code of 2026-12-02 run today gives today's curve, not that day's. MMRec's mmgcn.py "
+             "runs three graph layers whatever `n_layers` says (the comparison's config and our YAML: 2); ours "
+             "with three layers (MMGCN@layers3, 3 seeds) .0729 / .0708 / .0723. Not the features (MMGCN@raw .0620, "
+             "seed 2020). MMRec's ID table and user preferences are plain tensors its optimiser never updates; "
+             "with them trained (MMGCN@trained, a variant neither MMRec nor the paper ships) it reaches .0926 at "
+             "seed 2020; which of its other departures (settings notes below) makes that is not measured. Next: "
+             "both sides at patience 50 (MMGCN@patience50), past the early peaks",
     "BM3": "measured in part: at patience 10, 3 seeds, ours .0801 / .0605 / .0705 (best epochs 41, 5, 1), MMRec "
            ".0635 / .0605 / .0598 (1, 7, 2): BM3 peaks within its first epochs here, falls and climbs again, and "
            "patience 10 stops both sides on those early peaks. With patience 50 (3 seeds, row BM3@patience50) "
