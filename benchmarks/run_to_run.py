@@ -32,6 +32,8 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
+from reference_check import _machine_label  # the per-seed table's label of a record's machine (benchmarks/)
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 OUT = HERE / "run_to_run"
@@ -83,7 +85,8 @@ def run_one(repo: Path, model: str, seed: int, epochs: int, data_path: str, env_
     if result["status"] != "ok":
         raise SystemExit(f"{model} run failed: {result['error']}")
     if not result.get("machine"):  # an older checkout's trial does not record it: the same machine, this code's reading
-        sys.path.insert(0, str(REPO))
+        if str(REPO) not in sys.path:
+            sys.path.insert(0, str(REPO))
         from recbole_metammf.benchmark.trial import machine
 
         result["machine"] = {**machine(), "cpu_capability": result["cpu_capability"]}
@@ -98,15 +101,10 @@ def first_parting(a: list, b: list) -> int | None:
     return None
 
 
-def _machine_text(m: dict | None) -> str:
-    if not m:
-        return "not recorded"
-    return f"{m['cpu']}, {m['cpu_capability']}, flags {m['cpu_flags_sha256']}"
-
-
 def write_page(records: list[dict]) -> None:
     lines = ["# Run to run: the same model, data and seed, each run in its own process", "",
-             "Written by `benchmarks/run_to_run.py` (its docstring says why and how). TikTok subset, seed 2020, "
+             "Written by `benchmarks/run_to_run.py` (its docstring says why and how). TikTok subset, seed "
+             f"{', '.join(str(x) for x in sorted({r['seed'] for r in records}))}, "
              "the reference check's settings, one thread, validation Recall@20 after each epoch. *parts at*: the "
              "first epoch whose validation Recall@20 differs from the model's first native run (— : the same "
              "curve to the last digit).", "",
@@ -116,7 +114,7 @@ def write_page(records: list[dict]) -> None:
         curve = " ".join(f"{s:.4f}" for _, s in r["valid_curve"])
         env = ", ".join(f"`{k}={v}`" for k, v in r["env"].items()) or "—"
         parts = "—" if r["parts_at"] is None else str(r["parts_at"])
-        lines.append(f"| {r['model']} | {r['commit']} | {r['run']} | {env} | {_machine_text(r['machine'])} | {curve} | {parts} |")
+        lines.append(f"| {r['model']} | {r['commit']} | {r['run']} | {env} | {_machine_label(r['machine'])} | {curve} | {parts} |")
     earlier = []
     for model in sorted({r["model"] for r in records}):
         first = next(r for r in records if r["model"] == model)
@@ -125,7 +123,7 @@ def write_page(records: list[dict]) -> None:
             old = json.loads(path.read_text())
             curve = old["valid_curve"][:first["epochs"]]
             parts = first_parting(first["valid_curve"], curve)
-            earlier.append(f"| {model} | {old.get('finished_at', '?')[:10]} | {_machine_text(old.get('machine'))} | "
+            earlier.append(f"| {model} | {old.get('finished_at', '?')[:10]} | {_machine_label(old.get('machine'))} | "
                            f"{' '.join(f'{s:.4f}' for _, s in curve)} | {'—' if parts is None else parts} |")
     if earlier:
         lines += ["", "The same model, seed and settings in the reference check's run (`reference_check/MODEL__ours__"
@@ -156,16 +154,18 @@ def main() -> None:
     ap.add_argument("--runs", nargs="+", default=[name for name, _ in RUNS], choices=[name for name, _ in RUNS])
     ap.add_argument("--report", action="store_true", help="rewrite the page from run_to_run/*.json only")
     args = ap.parse_args()
-    if not (Path(args.data_path) / "tiktok-diffmm").is_dir():
-        raise SystemExit(f"{args.data_path}/tiktok-diffmm not found: convert it first (see this script's docstring)")
     OUT.mkdir(exist_ok=True)
-    repo = Path(args.repo).resolve()
-    commit = commit_of(repo)
-    command = f"python benchmarks/run_to_run.py --models {' '.join(args.models)} --epochs {args.epochs} --seed {args.seed}"
-    if repo != REPO:
-        command += f" --repo CHECKOUT-OF-{commit} --runs {' '.join(args.runs)}"
     if not args.report:
         import tempfile
+
+        if not (Path(args.data_path) / "tiktok-diffmm").is_dir():
+            raise SystemExit(f"{args.data_path}/tiktok-diffmm not found: convert it first (see this script's docstring)")
+        repo = Path(args.repo).resolve()
+        commit = commit_of(repo)
+        command = (f"python benchmarks/run_to_run.py --models {' '.join(args.models)} --epochs {args.epochs} "
+                   f"--seed {args.seed}")
+        if repo != REPO:
+            command += f" --repo CHECKOUT-OF-{commit} --runs {' '.join(args.runs)}"
 
         with tempfile.TemporaryDirectory(prefix="run-to-run-") as work:  # RecBole's log/ and saved/ go there
             for model in args.models:
