@@ -13,7 +13,9 @@ HOST:P --num-cpus 1``), each its own process group with its own temp dir (tests/
 
 The second node gets its own address (127.0.0.2) as a node of a real cluster has its own machine:
 a driver attaches to a node of its own IP, and of two nodes with one IP Ray picks either, so a
-driver could otherwise find itself on the node the test kills. Nodes are torn down by their fixtures
+driver could otherwise find itself on the node the test kills. The head is on 127.0.0.1, not on the
+address Ray would pick (the machine's own network address): in one CI sandbox that address was not
+reachable from 127.0.0.2 and the second node never joined. Nodes are torn down by their fixtures
 (and by a watchdog should this process die first).
 """
 
@@ -124,7 +126,9 @@ def reference(board, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def head():
-    node = RayNode()
+    # on loopback, as the second node: a machine's own network address need not be reachable from
+    # 127.0.0.2 (a CI sandbox's eth0 address was not), while loopback always is
+    node = RayNode(node_ip="127.0.0.1")
     yield node
     node.stop()
 
