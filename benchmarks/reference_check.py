@@ -1340,7 +1340,11 @@ HYPOTHESES: dict[str, str] = {
            "patience 10 stops both sides on those early peaks. With patience 50 (3 seeds, row BM3@patience50) "
            "ours .0915 / .0866 / .0865, MMRec .0813 / .0857 / .0772 (+8.4 %); ours on raw features as MMRec reads "
            "them (BM3@raw-patience50) .0861 / .0868 / .0883 (+7.0 %). Both sides are still improving at the "
-           "100-epoch cap (best epochs 84, 95, 93 / 97, 97, 53): runs to convergence (cap 300) are next",
+           "100-epoch cap (best epochs 84, 95, 93 / 97, 97, 53). Run to convergence (patience 50, cap 300, row "
+           "BM3@patience50-cap300, 2026-12-04): every run stopped before the cap (best epochs ours 84, 141, 93 of "
+           "136, 193, 145 run; MMRec 143, 157, 53 of 195, 209, 105); ours .0915 / .0889 / .0865 (mean .0890), "
+           "MMRec .0842 / .0893 / .0772 (.0836), +6.5 %, Welch p .26: the cap took about 2 points of the gap, the rest is within "
+           "MMRec's own seed spread (.0772-.0893); seeds 2023-2024 on both sides are next",
     "GRCN": "measured in part, 3 seeds: a reference bug. MMRec's grcn.py routes "
             "with edges (user, item + n_users) under PyG's source-to-target flow, so its routing messages reach "
             "the items only and the user preferences are never routed "
