@@ -1334,7 +1334,9 @@ HYPOTHESES: dict[str, str] = {
              "seed 2020). MMRec's ID table and user preferences are plain tensors its optimiser never updates; "
              "with them trained (MMGCN@trained, a variant neither MMRec nor the paper ships) it reaches .0926 at "
              "seed 2020; which of its other departures (settings notes below) makes that is not measured. Next: "
-             "both sides at patience 50 (MMGCN@patience50), past the early peaks",
+             "both sides at patience 50 (MMGCN@patience50), past the early peaks. Seed 2020 (2026-12-04): ours .0747 "
+             "(best epoch 25 of 77 run), MMRec .0743 (16 of 68), +0.5 %, where at patience 10 that seed read ours "
+             ".0618, MMRec .0725; seeds 2021-2022 next",
     "BM3": "measured in part: at patience 10, 3 seeds, ours .0801 / .0605 / .0705 (best epochs 41, 5, 1), MMRec "
            ".0635 / .0605 / .0598 (1, 7, 2): BM3 peaks within its first epochs here, falls and climbs again, and "
            "patience 10 stops both sides on those early peaks. With patience 50 (3 seeds, row BM3@patience50) "
