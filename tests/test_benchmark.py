@@ -153,6 +153,48 @@ def test_killed_run_resumes_and_runs_every_trial_exactly_once(planted, tmp_path)
     assert again["ran"] == [] and sorted(again["skipped"]) == all_ids
 
 
+def test_a_trial_stopped_mid_training_goes_on_from_its_snapshot(planted, tmp_path, local_ray):
+    """A trial whose process ended after epoch 1 (a session's end, a lost worker) left a snapshot in the
+    benchmark's folder; the rerun of the benchmark goes on from it, to the uninterrupted trial's result,
+    says so in the record and removes the snapshot."""
+    from recbole_metammf.benchmark import resume
+    from recbole_metammf.benchmark.fingerprint import fingerprint_of_parts
+    from recbole_metammf.benchmark.plan import run_benchmark
+    from recbole_metammf.benchmark.runner import resume_folder
+
+    root, name = planted
+    conf = _data_yaml(root, name, tmp_path / "data.yaml", epochs=4)
+    spec = BenchmarkSpec(models=["BPR"], datasets=[name], seeds=[1], config_files=[conf])
+    trial = spec.trials()[0]
+    run_benchmark(spec, str(tmp_path / "whole"), progress=False)
+    whole = store.load_trial(str(tmp_path / "whole"), trial.id)
+    assert "resumed" not in whole and os.listdir(tmp_path / "whole" / ".resume") == [".gitignore"]  # its folder went
+
+    out = tmp_path / "bench"
+    folder = resume_folder(str(out), store.TRIALS, trial.id, fingerprint_of_parts(trial.fingerprint_parts()))
+    resume.activate(folder, every_s=0)
+
+    def stop(point):
+        if point["epoch"] == 1:
+            raise RuntimeError("the session ends")
+
+    try:
+        stopped = run_trial(trial.model, trial.dataset, trial.seed, list(trial.config_files), dict(trial.config_dict),
+                            on_epoch=stop)
+    finally:
+        resume.deactivate()
+    assert stopped["status"] == "failed" and os.path.isfile(os.path.join(folder, resume.SNAPSHOT))
+
+    summary = run_benchmark(spec, str(out), progress=False)
+    assert summary["ran"] == [trial.id] and not summary["failed"]
+    resumed = store.load_trial(str(out), trial.id)
+    assert resumed["resumed"]["at_epoch"] == 1 and resumed["resumed"]["earlier_train_s"] > 0
+    for key in ("valid_curve", "train_loss", "test_result", "best_epoch", "best_valid_result"):
+        assert resumed[key] == whole[key], key
+    assert not os.path.exists(folder)
+    assert (out / ".resume" / ".gitignore").read_text().strip().endswith("*")  # never committed with results
+
+
 def test_changed_config_is_not_silently_mixed_with_old_trials(tmp_path):
     from recbole_metammf.benchmark.plan import ChangedTrialError, plan
 

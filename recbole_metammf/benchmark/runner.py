@@ -16,7 +16,12 @@ Each task runs in a fresh worker process (``max_calls=1``): RecBole keeps global
 state (logger handlers, seeds) and the peak memory of a process is only the trial's
 own if the process ran nothing else. The driver writes each trial's file the moment
 the task returns, so a run killed at any point (Ctrl-C, ``kill -9``, a lost node)
-keeps every finished trial and, run again, runs only the missing ones.
+keeps every finished trial and, run again, runs only the missing ones. A trial that was running
+then goes on from its last snapshot (``resume.py``: at most every ``RESUME_EVERY_S`` seconds, at the
+start of an epoch, in ``<out>/.resume/<folder>__<trial>__<fingerprint>/``) to the result it would have
+had without the stop; its record says ``resumed``. The snapshot folder goes once the trial's file is
+written. On a cluster the folder is on the node that ran the trial: a trial that lands on another
+node starts from the beginning there.
 
 A planner has: ``out_dir``; ``attempted`` (a set of trial ids run by this process); ``start()`` (the
 first actions; raises :class:`ChangedTrialError` for files of another configuration, code or data);
@@ -29,6 +34,7 @@ parts, cpus_per_trial)`` (a worker's record as stored); ``copy(action)`` (a 'reu
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -38,6 +44,47 @@ from recbole_metammf.benchmark.fingerprint import Trial, fingerprint_of_parts
 from recbole_metammf.errors import UserError
 
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+RESUME_DIR = ".resume"  # under the benchmark's folder: running trials' snapshots (never results)
+RESUME_EVERY_S = 300.0
+
+
+def resume_folder(out_dir: str, sub: str, trial_id: str, fingerprint: str) -> str:
+    """Where a running trial keeps its snapshots: named after the trial and the fingerprint it started with,
+    so a snapshot of other code, data or config is never resumed."""
+    return os.path.join(out_dir, RESUME_DIR, f"{sub}__{trial_id}__{fingerprint}")
+
+
+def prepare_resume_folder(out_dir: str, sub: str, trial_id: str, fingerprint: str) -> str:
+    """The trial's snapshot folder (its parent made, with a .gitignore); snapshots of the same trial under
+    another fingerprint are removed: they can never be resumed."""
+    import shutil
+
+    root = os.path.join(out_dir, RESUME_DIR)
+    os.makedirs(root, exist_ok=True)
+    ignore = os.path.join(root, ".gitignore")
+    if not os.path.exists(ignore):
+        with open(ignore, "w") as f:
+            f.write("# snapshots of running trials (recbole_metammf/benchmark/resume.py): never results\n*\n")
+    folder = resume_folder(out_dir, sub, trial_id, fingerprint)
+    prefix = f"{sub}__{trial_id}__"
+    for name in os.listdir(root):
+        path = os.path.join(root, name)
+        if name.startswith(prefix) and path != folder and os.path.isdir(path):
+            shutil.rmtree(path, ignore_errors=True)
+    return folder
+
+
+def add_resume_info(record: dict, info: dict) -> dict:
+    """A resumed trial's record: ``resumed`` (the epoch it went on from, the earlier runs' seconds), and
+    those seconds added to its training and validation times (the whole trial's, over its runs)."""
+    if info.get("resumed_at_epoch") is None:
+        return record
+    record["resumed"] = {"at_epoch": info["resumed_at_epoch"], "earlier_train_s": info.get("earlier_train_s", 0.0),
+                         "earlier_valid_s": info.get("earlier_valid_s", 0.0)}
+    for key, earlier in (("train_time_s", "earlier_train_s"), ("valid_time_s", "earlier_valid_s")):
+        if isinstance(record.get(key), (int, float)):
+            record[key] = round(record[key] + float(info.get(earlier, 0.0)), 3)
+    return record
 
 
 class ChangedTrialError(UserError, RuntimeError):
@@ -104,21 +151,25 @@ def _remote_functions(cpus_per_trial: int):
             return len(self.running), {t: a for t, a in self.attempts.items() if len(a) > 1}
 
     @ray.remote(num_cpus=cpus_per_trial, max_calls=1, max_retries=1)
-    def trial_task(trial: Trial, cwd: str, threads: int, tracker):
+    def trial_task(trial: Trial, cwd: str, threads: int, tracker, snapshots: str | None = None):
         # first of all (before the slow imports): an attempt lost early is still known as lost
         node_id = ray.get_runtime_context().get_node_id()
         tracker.start.remote(trial.id, node_id, os.getpid())
         import torch
 
+        from recbole_metammf.benchmark import resume
         from recbole_metammf.benchmark.trial import run_trial
 
         sys.argv = sys.argv[:1]  # RecBole's Config parses sys.argv; a Ray worker's are Ray's own
         if os.path.isdir(cwd):  # relative data_path / log dirs resolve as in the driver
             os.chdir(cwd)
         torch.set_num_threads(threads)
+        if snapshots:
+            resume.activate(snapshots, RESUME_EVERY_S)
         try:
             record = run_trial(trial.model, trial.dataset, trial.seed, list(trial.config_files) or None,
                                dict(trial.config_dict))
+            record = add_resume_info(record, resume.deactivate())
             record["ray_node_id"] = node_id  # which node of a cluster ran it
             return record
         finally:
@@ -244,8 +295,10 @@ def _loop(planner, actions: list, cpus_per_trial: int, summary: dict, progress: 
             for a in [a for a in actions if a.kind == "run" and a.trial.id not in running][:slots - len(pending)]:
                 # taken now, from the configs, code and data the trial starts with (not from files edited later)
                 parts = a.trial.fingerprint_parts()
-                ref = trial_task.remote(a.trial, os.getcwd(), cpus_per_trial, tracker)
-                pending[ref] = (a, fingerprint_of_parts(parts), parts)
+                fingerprint = fingerprint_of_parts(parts)
+                snapshots = prepare_resume_folder(os.path.abspath(planner.out_dir), a.sub, a.trial.id, fingerprint)
+                ref = trial_task.remote(a.trial, os.getcwd(), cpus_per_trial, tracker, snapshots)
+                pending[ref] = (a, fingerprint, parts)
                 planner.attempted.add(a.trial.id)
             if not pending:
                 return
@@ -277,6 +330,9 @@ def _loop(planner, actions: list, cpus_per_trial: int, summary: dict, progress: 
                         planner.put(action.sub, record)
                     except OSError:
                         pass
+                if not all_lost:  # its file is written (or it failed for good): nothing left to resume
+                    shutil.rmtree(resume_folder(os.path.abspath(planner.out_dir), action.sub, action.trial.id,
+                                                fingerprint), ignore_errors=True)
                 summary["ran"].append(action.trial.id)
                 if record["status"] != "ok":
                     n_failed += 1
