@@ -1341,8 +1341,13 @@ HYPOTHESES: dict[str, str] = {
            "100-epoch cap (best epochs 84, 95, 93 / 97, 97, 53). Run to convergence (patience 50, cap 300, row "
            "BM3@patience50-cap300, 2026-12-04): every run stopped before the cap (best epochs ours 84, 141, 93 of "
            "136, 193, 145 run; MMRec 143, 157, 53 of 195, 209, 105); ours .0915 / .0889 / .0865 (mean .0890), "
-           "MMRec .0842 / .0893 / .0772 (.0836), +6.5 %, Welch p .26: the cap took about 2 points of the gap, the rest is within "
-           "MMRec's own seed spread (.0772-.0893); seeds 2023-2024 on both sides are next",
+           "MMRec .0842 / .0893 / .0772 (.0836), +6.5 %, Welch p .26: the cap took about 2 points of the gap. "
+           "Seeds 2023-2024 on both sides (2026-12-04): ours .0923 / .0941, MMRec .0903 / .0878; over the five "
+           "seeds ours .0907, MMRec .0858, +5.7 %, Welch p .12, just outside the bar. Ours reached the cap at "
+           "both new seeds (best epochs 278 and 268 of 300), MMRec did not (153 of 205, 172 of 224), so the cap "
+           "does not flatter ours. Left to measure: ours on raw features at convergence (at cap 100 raw "
+           "features took 1.4 points of the gap, BM3@raw-patience50); no other difference was found reading "
+           "the two files side by side (settings notes below)",
     "GRCN": "measured in part, 3 seeds: a reference bug. MMRec's grcn.py routes "
             "with edges (user, item + n_users) under PyG's source-to-target flow, so its routing messages reach "
             "the items only and the user preferences are never routed "
