@@ -174,6 +174,8 @@ class _Run:
             self.replay = json.loads(self.snapshot["log"])
             self.best_file = self.snapshot.get("best_file")
             self.earlier = self.snapshot.get("times", self.earlier)
+            getLogger().info(f"resuming from {path}: epochs 0-{int(self.snapshot['epoch']) - 1} are replayed from its "
+                             f"log (their lines below show 0.00 s), training goes on at epoch {int(self.snapshot['epoch'])}")
             _info.update(resumed_at_epoch=int(self.snapshot["epoch"]),
                          earlier_train_s=round(self.earlier["train_s"], 3),
                          earlier_valid_s=round(self.earlier["valid_s"], 3))
