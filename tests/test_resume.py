@@ -88,3 +88,26 @@ def test_a_damaged_snapshot_is_named(data, tmp_path):
     record, _ = _trial("BPR", data, folder)
     assert record["status"] == "failed"
     assert resume.SNAPSHOT in record["error"] and "cannot be read as a snapshot" in record["error"]
+
+
+def test_a_trainer_with_its_own_epoch_is_left_alone(data, tmp_path):
+    """A trainer subclass that replaces an epoch method would train during a replay: resume stays off for it."""
+    from recbole.config import Config
+    from recbole.data import create_dataset, data_preparation
+    from recbole.trainer import Trainer
+    from recbole.utils import get_model, init_seed
+
+    class OwnEpoch(Trainer):
+        def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+            return super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)
+
+    config = Config(model="BPR", dataset="planted", config_dict=planted_config(data, epochs=2))
+    init_seed(config["seed"], True)
+    train, valid, _ = data_preparation(config, create_dataset(config))
+    folder = tmp_path / "resume"
+    resume.activate(str(folder), every_s=0)
+    try:
+        OwnEpoch(config, get_model("BPR")(config, train._dataset)).fit(train, valid, saved=False)
+    finally:
+        resume.deactivate()
+    assert not folder.exists()

@@ -24,8 +24,8 @@ trial's curves, losses and test result to the last digit, for every model.
 The files are written by this process for this process; they are read with ``torch.load(...,
 weights_only=True)`` (no pickled code). The runner names the folder after the trial and its
 fingerprint, so a snapshot of other code, data or config is never resumed, and removes it once the
-trial's record is written. Only ``recbole.trainer.Trainer`` and subclasses that keep its ``fit`` loop
-are covered; a trainer with a ``fit`` of its own trains from the start as before.
+trial's record is written. Only ``recbole.trainer.Trainer`` and subclasses that keep its ``fit`` loop and
+epoch methods are covered; a trainer with a ``fit`` or an epoch of its own trains from the start as before.
 """
 
 from __future__ import annotations
@@ -265,7 +265,10 @@ def install() -> None:
 
     def patched_fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False,
                     callback_fn=None):
-        if _folder is None or type(self).fit is not patched_fit:
+        cls = type(self)
+        if _folder is None or (cls.fit, cls._train_epoch, cls._valid_epoch, cls.evaluate, cls._save_checkpoint) != \
+                (patched_fit, patched_train_epoch, patched_valid_epoch, patched_evaluate, patched_save_checkpoint):
+            # a trainer with its own loop or epoch (RecBole's KG / tree trainers): trained from the start as before
             return fit(self, train_data, valid_data, verbose, saved, show_progress, callback_fn)
         run = _Run(self, train_data, _folder, _every_s)
         self.__dict__["_resume_run"] = run
