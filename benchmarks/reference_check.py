@@ -1360,7 +1360,9 @@ HYPOTHESES: dict[str, str] = {
             "3 seeds) .0817 / .0741 / .0765 (mean .0774) against .0755 standardised and MMRec's .0685 (+13.0 %) "
             "(at 3 rounds standardising is worth +17 % to ours: GRCN@raw .0556 against .0653). The gap that "
             "remains sits where the runs stop: MMRec's best epochs 33, 8, 20 (runs of 45, 20, 32 epochs), ours "
-            "at 0 rounds 58, 43, 56; next: both sides at patience 50 (GRCN@routing0-patience50). MMRec's "
+            "at 0 rounds 58, 43, 56; both sides at patience 50 (GRCN@routing0-patience50), seed 2020 "
+            "(2026-12-04): ours .0798 (best epoch 48), MMRec .0829 (59), -3.7 %, where at patience 10 the same pair "
+            "read .0808 against .0602; both runs reached the 100-epoch cap; seeds 2021-2022 next. MMRec's "
             "patience-10 stop reacts to float rounding here: the same computation with 0 rounds instead of 3 "
             "(GRCN@routing0's reference side) gave .0602 / .0643 / .0625 against .0784 / .0645 / .0627 (best "
             "epochs 9, 8, 20 against 33, 8, 20: seeds 2021-2022 agree to the third digit, seed 2020 parts at its early stop)",
