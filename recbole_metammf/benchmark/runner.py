@@ -57,8 +57,6 @@ def resume_folder(out_dir: str, sub: str, trial_id: str, fingerprint: str) -> st
 def prepare_resume_folder(out_dir: str, sub: str, trial_id: str, fingerprint: str) -> str:
     """The trial's snapshot folder (its parent made, with a .gitignore); snapshots of the same trial under
     another fingerprint are removed: they can never be resumed."""
-    import shutil
-
     root = os.path.join(out_dir, RESUME_DIR)
     os.makedirs(root, exist_ok=True)
     ignore = os.path.join(root, ".gitignore")
