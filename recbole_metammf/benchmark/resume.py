@@ -62,7 +62,8 @@ def activate(folder: str, every_s: float = EVERY_S) -> None:
 
 
 def deactivate() -> dict:
-    """Stop keeping state; what the last fit did: ``{"resumed_at_epoch", "earlier_train_s", ...}`` or {}."""
+    """Stop keeping state; how the last fit resumed: ``{"resumed_at_epoch", "earlier_train_s",
+    "earlier_valid_s"}``, or {} for a fit that started from the beginning."""
     global _folder
     _folder = None
     info = dict(_info)
@@ -161,7 +162,7 @@ class _Run:
         self.best_file = None  # the file in ``folder`` holding the best checkpoint so far
         self.best_dirty = False
         self.last_save = time.monotonic()
-        self.train_s = self.valid_s = 0.0  # this run's, for the record
+        self.train_s = self.valid_s = 0.0  # this run's, added to the earlier runs' in each snapshot
         self.earlier = {"train_s": 0.0, "valid_s": 0.0}
         os.makedirs(folder, exist_ok=True)
         path = os.path.join(folder, SNAPSHOT)
@@ -280,7 +281,6 @@ def install() -> None:
             return out
         finally:
             del self.__dict__["_resume_run"]
-            _info.update(train_s=round(run.train_s, 3), valid_s=round(run.valid_s, 3))
 
     def patched_train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         run = _run(self)

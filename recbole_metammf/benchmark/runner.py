@@ -17,7 +17,7 @@ state (logger handlers, seeds) and the peak memory of a process is only the tria
 own if the process ran nothing else. The driver writes each trial's file the moment
 the task returns, so a run killed at any point (Ctrl-C, ``kill -9``, a lost node)
 keeps every finished trial and, run again, runs only the missing ones. A trial that was running
-then goes on from its last snapshot (``resume.py``: at most every ``RESUME_EVERY_S`` seconds, at the
+then goes on from its last snapshot (``resume.py``: at most every ``resume.EVERY_S`` seconds, at the
 start of an epoch, in ``<out>/.resume/<folder>__<trial>__<fingerprint>/``) to the result it would have
 had without the stop; its record says ``resumed``. The snapshot folder goes once the trial's file is
 written. On a cluster the folder is on the node that ran the trial: a trial that lands on another
@@ -45,7 +45,6 @@ from recbole_metammf.errors import UserError
 
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RESUME_DIR = ".resume"  # under the benchmark's folder: running trials' snapshots (never results)
-RESUME_EVERY_S = 300.0
 
 
 def resume_folder(out_dir: str, sub: str, trial_id: str, fingerprint: str) -> str:
@@ -163,7 +162,7 @@ def _remote_functions(cpus_per_trial: int):
             os.chdir(cwd)
         torch.set_num_threads(threads)
         if snapshots:
-            resume.activate(snapshots, RESUME_EVERY_S)
+            resume.activate(snapshots)
         try:
             record = run_trial(trial.model, trial.dataset, trial.seed, list(trial.config_files) or None,
                                dict(trial.config_dict))
