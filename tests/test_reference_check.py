@@ -452,6 +452,46 @@ def test_mmrecs_grcn_routing_leaves_the_user_preferences_unchanged(tmp_path, mon
     assert cgcn.conv_embed_1(x, edges[[1, 0]])[:n_users].abs().min() > 0  # the patch's direction reaches them
 
 
+@pytest.mark.skipif(not Path(rc.DEFAULT_MIRROR).is_dir(), reason="no git snapshot of enoche/MMRec here")
+def test_the_lattice_laplacian_patch_gives_mmrecs_entries_and_gradients(tmp_path):
+    """Reference patch lattice-laplacian is a speed patch: MMRec's own compute_normalized_laplacian before and
+    after it, on a kNN graph as LATTICE builds it (one row with no neighbour, whose inf degree MMRec zeroes),
+    gives the same entries to the bit and the same gradients up to summation order (NaN on both sides in the row
+    with no neighbour: MMRec differentiates its degree's inf before zeroing it)."""
+    import torch
+
+    def load(folder):
+        spec = importlib.util.spec_from_file_location(f"mmrec_utils_{folder.name}", folder / "src" / "utils" / "utils.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module.compute_normalized_laplacian
+
+    plain, patched = tmp_path / "plain", tmp_path / "patched"
+    for folder in (plain, patched):
+        rc.mmrec_checkout(rc.DEFAULT_MIRROR, str(folder))
+    rc.apply_reference_patch(str(patched), "lattice-laplacian")
+    before, after = load(plain), load(patched)
+    assert "diagflat" not in (patched / "src" / "utils" / "utils.py").read_text().split("def get_sparse_laplacian")[0]
+
+    g = torch.Generator().manual_seed(0)
+    sim = torch.rand(40, 40, generator=g)
+    vals, idx = torch.topk(sim, 5, dim=-1)
+    adj = torch.zeros_like(sim).scatter_(-1, idx, vals)
+    adj[7] = 0.0  # an item without neighbours: degree 0
+    weight = torch.rand(40, 40, generator=g)
+    results = []
+    for fn in (before, after):
+        a = adj.clone().requires_grad_(True)
+        out = fn(a)
+        (out * weight).sum().backward()
+        results.append((out.detach(), a.grad))
+    (out0, grad0), (out1, grad1) = results
+    assert torch.equal(out0, out1) and torch.isfinite(out0).all() and out0[7].abs().sum() == 0
+    assert out0.abs().sum() > 0
+    assert torch.isnan(grad0[7]).all() and torch.isfinite(torch.cat([grad0[:7], grad0[8:]])).all()
+    torch.testing.assert_close(grad1, grad0, rtol=1e-5, atol=1e-7, equal_nan=True)
+
+
 def test_a_tagged_run_has_its_own_files_and_row(tmp_path, monkeypatch):
     # --tag: another setting of the same pair lands in MODEL@TAG files and its own table row, after the plain one
     args = types.SimpleNamespace(tag="patience50")
