@@ -1399,7 +1399,9 @@ HYPOTHESES: dict[str, str] = {
     "LGMRec": "(seed 2020): with patience 50 on both sides (row LGMRec@patience50) MMRec's run goes on to its "
               "best at epoch 83 of 100 (.0568; at patience 10 it stopped at 58, .0560), ours .0602 at 99 of 100 "
               "(+6.0 %): both still improving at the 100-epoch cap; not the features (ours on raw features, "
-              "LGMRec@raw, .0651); next: both sides to convergence (cap 300), then seeds 2021-2022",
+              "LGMRec@raw, .0651). To convergence (patience 50, cap 300, LGMRec@patience50-cap300, 2026-12-04) "
+              "MMRec's run stopped at epoch 128 with its best at 76: .0562; ours at that setting is next, then "
+              "seeds 2021-2022",
 }
 
 
