@@ -1346,16 +1346,16 @@ EXPLANATIONS: dict[str, str] = {
             ".0487 (+4.8 %, within the bar). Ours keeps the paper's biases (about +14 % here: TikTok rewards "
             "popularity, which the item bias carries) and standardised inputs (about +5 %)",
 }
-# Candidate causes of a difference not yet shown by a run (printed as such, never as an explanation).
 # What a row within the bar needs said (shown in its explanation column).
 NOTES: dict[str, str] = {
     "LATTICE": "3 seeds with the speed patch (row LATTICE@laplacian-bcast, `--reference-patch lattice-laplacian`: "
                "MMRec's dense D^-1/2 A D^-1/2 by broadcasting instead of two products with a dense diagonal matrix, "
                "the same entries): ours .0672 / .0682 / .0657, MMRec .0653 / .0664 / .0661, +1.7 %. MMRec's epoch "
-               "took 28.8 s unpatched (seed 2020, row LATTICE), 12.6 s patched. Seed 2020 both ways: .0653 patched, .0655 unpatched, the same validation curve to epoch 9 "
-               "(then the gradient of the degrees, summed in another order, parts them in the last bits)",
+               "took 28.8 s unpatched (seed 2020, row LATTICE), 12.6 s patched. Seed 2020 both ways: .0653 patched, "
+               ".0655 unpatched, the same validation curve to epoch 9 (then the gradient of the degrees, summed in another order, parts them in the last bits)",
 }
 
+# Candidate causes of a difference not yet shown by a run (printed as such, never as an explanation).
 HYPOTHESES: dict[str, str] = {
     "BM3": "measured in part: at patience 10, 3 seeds, ours .0801 / .0605 / .0705 (best epochs 41, 5, 1), MMRec "
            ".0635 / .0605 / .0598 (1, 7, 2): BM3 peaks within its first epochs here, falls and climbs again, and "
