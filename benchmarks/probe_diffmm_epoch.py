@@ -42,9 +42,11 @@ def main(data_path: str = "dataset") -> None:
     t = time.process_time()
     net.rebuild_graphs()
     print(f"graph rebuild: {rss()}, {time.process_time() - t:.1f} s CPU", flush=True)
-    net.train_steps = 1  # the epoch's two first parts are done
     t = time.process_time()
     for batch in train:
+        # the epoch's two first parts are done: no batch may start them again. The model runs them when its
+        # step count is a multiple of the epoch's batch count, which the last batch's count (59 of 59) is
+        net.train_steps = 1
         optimizer.zero_grad()
         net.calculate_loss(batch).backward()
         optimizer.step()
