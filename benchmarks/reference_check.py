@@ -782,8 +782,19 @@ def run_ours(model: str, seed: int, args) -> dict:
         "valid_curve": [[p["epoch"], p["score"]] for p in trial["valid_curve"]],
         "model_params": trial.get("model_params"), "training": trial.get("training"),
         "protocol": trial.get("protocol"), "versions": trial.get("versions"), "threads": trial.get("threads"),
+        "code_digest": trial.get("code_digest"),
     })
     return record
+
+
+def ours_code_digest(ours_model: str) -> str:
+    """The digest of the plugin code a trial of ``ours_model`` runs (``benchmark.fingerprint.code_digest``: its
+    model file, the shared modules, torch's and RecBole's versions), from this checkout."""
+    if REPO not in sys.path:
+        sys.path.insert(0, REPO)
+    from recbole_metammf.benchmark.fingerprint import code_digest
+
+    return code_digest(ours_model)
 
 
 def _stamp(record: dict) -> dict:
@@ -797,19 +808,20 @@ def _stamp(record: dict) -> dict:
 
 
 def reusable_run(model: str, seed: int, side: str, args) -> dict | None:
-    """For a tagged run, the untagged run of the same side and seed when this one would be given the same
-    config (ours: the same overrides; the reference: the same MMRec config and no ``--reference-patch``), marked
-    ``reused_from``, instead of the same run again. None when there is none, it failed, the configs differ, or
-    the reference is DiffMM's (its runs are never reused)."""
+    """For a tagged run, an earlier run of the same side and seed that this one would repeat, marked
+    ``reused_from``, instead of the same run again; None when there is none.
+
+    * The reference: the untagged run, when MMRec would be given the same config and there is no
+      ``--reference-patch`` (DiffMM's authors' runs are never reused).
+    * Ours: the untagged run when its config (our overrides) is the same; or any tagged row's run of the
+      model (``MODEL@TAG``) with the same config and the same ``code_digest`` as this checkout's code (a row
+      that changes only the reference, such as a patch, needs no second run of ours). Untagged runs are older
+      than the digest and stand for the code of their row.
+    A failed run is never reused."""
     if not getattr(args, "tag", None):
         return None
     if side == "reference" and (MODELS[model].get("reference_repo") or getattr(args, "reference_patch", None)):
         return None
-    base = result_path(model, side, seed)
-    if not os.path.isfile(base):
-        return None
-    with open(base) as f:
-        record = json.load(f)
     if side == "ours":
         config = ours_config(model, args.data_path, args.extra)
     else:
@@ -819,9 +831,28 @@ def reusable_run(model: str, seed: int, side: str, args) -> dict | None:
         config = mmrec_config(model, resolve_ours(model, args.data_path, args.extra), seed,
                               os.path.join(args.scratch, "data"),
                               read_mmrec_model_yaml(checkout, MODELS[model]["reference"]))
-    if record.get("status") != "ok" or record.get("config") != config:
-        return None
-    return {**record, "reused_from": os.path.basename(base)}
+    base = result_path(model, side, seed)
+    candidates = [base] if os.path.isfile(base) else []
+    digest = None
+    if side == "ours":
+        this = result_path(_label(model, args), side, seed)
+        tagged = [os.path.join(RESULTS, name) for name in sorted(os.listdir(RESULTS))
+                  if name.startswith(f"{model}@") and name.endswith(f"__ours__seed{seed}.json")] if os.path.isdir(RESULTS) else []
+        candidates += [path for path in tagged if path != this]
+    for path in candidates:
+        with open(path) as f:
+            record = json.load(f)
+        if record.get("status") != "ok" or record.get("config") != config:
+            continue
+        if path != base:  # a tagged row's run: only on the same code
+            if not record.get("code_digest"):
+                continue
+            digest = digest or ours_code_digest(MODELS[model]["ours"])
+            if record["code_digest"] != digest:
+                continue
+        source = record.get("reused_from") or os.path.basename(path)
+        return {**record, "reused_from": source}
+    return None
 
 
 def cmd_run(args) -> None:
@@ -946,6 +977,7 @@ def cmd_ours_driver(args) -> None:
     from recbole_metammf.benchmark.trial import run_trial
 
     record = run_trial(args.model, DATASET, args.seed, config_dict=json.loads(args.config))
+    record["code_digest"] = ours_code_digest(args.model)  # what a later row may reuse this run on
     _write_json(args.out, record)
     if record.get("status") != "ok":
         print(record.get("traceback") or record.get("error"), file=sys.stderr)
@@ -1618,7 +1650,10 @@ def write_table() -> None:
         "```",
         "",
         "Each result file holds the exact command of its run (`command`), the configuration given, the "
-        "validation curve and every epoch's training time.",
+        "validation curve and every epoch's training time. A tagged row does not run again what it would "
+        "repeat: a side whose run already exists with the same configuration (the reference: the untagged row's, "
+        "never a patched one; ours: the untagged row's, or another tagged row's run of the same code, "
+        "`code_digest`) reuses that run, named in its file's `reused_from`.",
         "",
     ]
     for model in results:

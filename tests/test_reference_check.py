@@ -355,6 +355,38 @@ def test_a_tagged_run_reuses_the_reference_run_only_when_mmrec_is_given_the_same
     assert rc.reusable_run("LightGCN", 2020, "ours", deeper) is None
 
 
+def test_ours_reuses_another_rows_run_only_on_the_same_config_and_code(tmp_path, monkeypatch):
+    """A row that changes only the reference (a patch) needs no second run of ours: ours reuses any tagged
+    row's run of the model with the same overrides and the same code digest, never one of other code."""
+    monkeypatch.setattr(rc, "RESULTS", str(tmp_path))
+    monkeypatch.setattr(rc, "ours_config", lambda model, data_path, extra: {"data_path": data_path, **(extra or {})})
+    monkeypatch.setattr(rc, "ours_code_digest", lambda ours_model: "new")
+    setting = {"n_routing": 0, "stopping_step": 50}
+    config = {"data_path": "d", **setting}
+
+    def write(name, **fields):
+        record = {"status": "ok", "config": config, "test": {"recall@20": 0.07}, **fields}
+        (tmp_path / name).write_text(json.dumps(record))
+
+    args = types.SimpleNamespace(tag="p50-allneg", extra=setting, data_path="d", scratch=str(tmp_path),
+                                 reference_patch="all-item-negatives")
+    write("GRCN@p50__ours__seed2020.json", code_digest="old")  # the same config, other code
+    write("GRCN@raw__ours__seed2020.json", code_digest="new", config={"data_path": "d"})  # other config
+    write("GRCN@nodigest__ours__seed2020.json")  # from before the digest was recorded
+    write("GRCN@failed__ours__seed2020.json", code_digest="new", status="failed")
+    write("GRCNX@p50__ours__seed2020.json", code_digest="new")  # another model's row
+    assert rc.reusable_run("GRCN", 2020, "ours", args) is None
+    write("GRCN@p50__ours__seed2020.json", code_digest="new", reused_from="GRCN@first__ours__seed2020.json")
+    reused = rc.reusable_run("GRCN", 2020, "ours", args)
+    assert reused["reused_from"] == "GRCN@first__ours__seed2020.json"  # the run itself, not the row that reused it
+    assert reused["test"] == {"recall@20": 0.07}
+    assert rc.reusable_run("GRCN", 2021, "ours", args) is None  # another seed
+    assert rc.reusable_run("GRCN", 2020, "reference", args) is None  # a patched reference always runs
+    write("GRCN@p50-allneg__ours__seed2020.json", code_digest="new")  # the row's own file is never its source
+    (tmp_path / "GRCN@p50__ours__seed2020.json").unlink()
+    assert rc.reusable_run("GRCN", 2020, "ours", args) is None
+
+
 def test_reuse_on_a_fresh_scratch_extracts_mmrec_first(tmp_path, monkeypatch):
     """The reference's config holds MMRec's model-YAML grid values (DRAGON's ``aggr_mode``): on a scratch
     folder with no MMRec checkout yet, reuse extracts it from the mirror before comparing, instead of
