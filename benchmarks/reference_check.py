@@ -48,12 +48,14 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import math
 import os
 import platform
 import re
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -234,9 +236,25 @@ def parse_mmrec_log(text: str) -> dict:
 
 
 def parse_recbole_epoch_times(text: str) -> list[float]:
-    """Training seconds of every epoch from RecBole's log lines ("epoch N training [time: X s, ...")."""
+    """Training seconds of every epoch from RecBole's log lines ("epoch N training [time: X s, ..."), in epoch
+    order. The log of a resumed run (``recbole_metammf.benchmark.resume``) holds the stopped run's lines, then
+    a line saying at which epoch training goes on and the replayed lines of the epochs before it (0.00 s,
+    skipped): each epoch's time is that of the run that trained it last. An epoch 0 trained anew (a run that
+    started over) drops what came before it."""
     text = re.sub(r"\x1b\[[0-9;]*m", "", text)
-    return [float(t) for t in re.findall(r"epoch \d+ training \[time: ([0-9.]+)s", text)]
+    times: dict[int, float] = {}
+    replayed_below = 0
+    for match in re.finditer(r"training goes on at epoch (\d+)|epoch (\d+) training \[time: ([0-9.]+)s", text):
+        if match.group(1) is not None:
+            replayed_below = int(match.group(1))
+            continue
+        epoch = int(match.group(2))
+        if epoch < replayed_below:
+            continue
+        if epoch == 0:
+            times.clear()
+        times[epoch] = float(match.group(3))
+    return [times[e] for e in sorted(times)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -740,26 +758,48 @@ def clear_mmrec_graph_caches(data_dir: str) -> list[str]:
     return removed
 
 
-def _run_logged(cmd: list, cwd: str, log_path: str) -> tuple[int, float, str]:
-    """Run ``cmd`` in ``cwd`` with one thread, its output into ``log_path``: (exit status, wall seconds, the log)."""
+def _run_logged(cmd: list, cwd: str, log_path: str, append: bool = False) -> tuple[int, float, str]:
+    """Run ``cmd`` in ``cwd`` with one thread, its output into ``log_path`` (after what it holds when ``append``):
+    (exit status, wall seconds, the whole log)."""
     t0 = time.perf_counter()
-    with open(log_path, "w") as log:
+    with open(log_path, "a" if append else "w") as log:
         proc = subprocess.run(cmd, cwd=cwd, env=_env_one_thread(), stdout=log, stderr=subprocess.STDOUT)
     wall = time.perf_counter() - t0
     with open(log_path) as f:
         return proc.returncode, wall, f.read()
 
 
+def ours_snapshot_folder(workdir: str, label: str, seed: int, ours_model: str, overrides: dict) -> str:
+    """Where an ours run keeps its resume snapshots: named after the row, the seed and a key of the code and
+    config it runs, so a snapshot of other code or settings is never resumed (other keys' folders of the same
+    run are removed: they never can be)."""
+    key = hashlib.sha256(json.dumps([ours_model, ours_code_digest(ours_model), overrides], sort_keys=True).encode())
+    root = os.path.join(workdir, ".resume")
+    os.makedirs(root, exist_ok=True)
+    prefix = f"{label}__seed{seed}__"
+    folder = os.path.join(root, prefix + key.hexdigest()[:16])
+    for name in os.listdir(root):
+        if name.startswith(prefix) and os.path.join(root, name) != folder:
+            shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+    return folder
+
+
 def run_ours(model: str, seed: int, args) -> dict:
+    """Ours, in its own process (``ours-driver``). Resumable: a run stopped in mid-training (a session's end)
+    goes on from its last snapshot (at most every 5 minutes, at the start of an epoch) when the same run is
+    asked again, to the result it would have had (``recbole_metammf/benchmark/resume.py``); its log is then
+    appended to, and the record says ``resumed``."""
     workdir = os.path.join(args.scratch, "ours-run")  # RecBole writes log/ and saved/ under its cwd
     os.makedirs(workdir, exist_ok=True)
     out = os.path.join(workdir, f"{_label(model, args)}__ours__seed{seed}.trial.json")
     overrides = ours_config(model, args.data_path, args.extra)
     log_path = os.path.join(args.scratch, "logs", f"{_label(model, args)}__ours__seed{seed}.log")
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
+    snapshots = ours_snapshot_folder(workdir, _label(model, args), seed, MODELS[model]["ours"], overrides)
     cmd = [sys.executable, os.path.abspath(__file__), "ours-driver", "--model", MODELS[model]["ours"],
-           "--seed", str(seed), "--config", json.dumps(overrides), "--out", out]
-    returncode, wall, text = _run_logged(cmd, workdir, log_path)
+           "--seed", str(seed), "--config", json.dumps(overrides), "--out", out, "--snapshots", snapshots]
+    resuming = os.path.isdir(snapshots) and bool(os.listdir(snapshots))
+    returncode, wall, text = _run_logged(cmd, workdir, log_path, append=resuming)
     record = {"side": "ours", "model": model, "ours_model": MODELS[model]["ours"], "seed": seed,
               "config": overrides, "wall_time_s": round(wall, 1), "log": log_path,
               "command": "OMP_NUM_THREADS=1 python -c 'from recbole_metammf.benchmark.trial import run_trial; "
@@ -773,6 +813,9 @@ def run_ours(model: str, seed: int, args) -> dict:
     if trial.get("status") != "ok":
         record.update(status="failed", error=trial.get("error"))
         return record
+    shutil.rmtree(snapshots, ignore_errors=True)  # finished: nothing to resume
+    if trial.get("resumed"):
+        record["resumed"] = trial["resumed"]
     times = parse_recbole_epoch_times(text)
     record.update({
         "status": "ok", "epochs_run": trial["epochs_run"], "best_epoch": trial["best_epoch"],
@@ -976,7 +1019,13 @@ def cmd_ours_driver(args) -> None:
     sys.argv = sys.argv[:1]  # RecBole's Config also reads the command line
     from recbole_metammf.benchmark.trial import run_trial
 
+    from recbole_metammf.benchmark import resume
+    from recbole_metammf.benchmark.runner import add_resume_info
+
+    if args.snapshots:
+        resume.activate(args.snapshots, args.snapshot_every_s)
     record = run_trial(args.model, DATASET, args.seed, config_dict=json.loads(args.config))
+    record = add_resume_info(record, resume.deactivate())
     record["code_digest"] = ours_code_digest(args.model)  # what a later row may reuse this run on
     _write_json(args.out, record)
     if record.get("status") != "ok":
@@ -1653,7 +1702,10 @@ def write_table() -> None:
         "validation curve and every epoch's training time. A tagged row does not run again what it would "
         "repeat: a side whose run already exists with the same configuration (the reference: the untagged row's, "
         "never a patched one; ours: the untagged row's, or another tagged row's run of the same code, "
-        "`code_digest`) reuses that run, named in its file's `reused_from`.",
+        "`code_digest`) reuses that run, named in its file's `reused_from`. An ours run stopped in mid-training "
+        "(a session's end) goes on from its last snapshot when the same command runs again, to the result it "
+        "would have had (`recbole_metammf/benchmark/resume.py`); its file then says `resumed`, and its epoch "
+        "times are those of the runs that trained each epoch.",
         "",
     ]
     for model in results:
@@ -1704,6 +1756,8 @@ def main(argv=None) -> None:
     o.add_argument("--seed", type=int, required=True)
     o.add_argument("--config", required=True)
     o.add_argument("--out", required=True)
+    o.add_argument("--snapshots", default=None, help="keep resume snapshots here (resume.py)")
+    o.add_argument("--snapshot-every-s", type=float, default=300.0, help="at most one snapshot per this many seconds")
     args = parser.parse_args(argv)
     if args.cmd in ("run", "diffmm-reference"):
         args.data_path = os.path.abspath(args.data_path)

@@ -121,6 +121,57 @@ def test_recbole_epoch_times_through_colour_codes():
     assert rc.parse_recbole_epoch_times(text) == [1.23, 2.50]
 
 
+def test_recbole_epoch_times_of_a_resumed_run_are_each_epochs_last_trained():
+    """A resumed run's log: the stopped run's lines (it reached epoch 5), the resume line, the replayed
+    epochs 0-3 (0.00 s), then epochs 4-6 trained again: epochs 0-3 keep the first run's times."""
+    first = "".join(f"epoch {e} training [time: {1 + e / 10:.2f}s, train loss: 1.0]\n" for e in range(6))
+    marker = "resuming from /x/state.pt: epochs 0-3 are replayed from its log (their lines below show 0.00 s), " \
+             "training goes on at epoch 4\n"
+    replay = "".join(f"epoch {e} training [time: 0.00s, train loss: 1.0]\n" for e in range(4))
+    second = "".join(f"epoch {e} training [time: {3 + e / 10:.2f}s, train loss: 1.0]\n" for e in range(4, 7))
+    assert rc.parse_recbole_epoch_times(first + marker + replay + second) == [1.0, 1.1, 1.2, 1.3, 3.4, 3.5, 3.6]
+    # a run that started over (epoch 0 trained anew, no resume line) drops the stopped run's epochs
+    again = "".join(f"epoch {e} training [time: 5.00s, train loss: 1.0]\n" for e in range(2))
+    assert rc.parse_recbole_epoch_times(first + again) == [5.0, 5.0]
+
+
+def test_ours_runs_resume_from_their_snapshots(tmp_path, monkeypatch):
+    """run_ours hands the driver a snapshot folder keyed by code and config, appends to the log when that
+    folder holds a snapshot, and removes it once the run is recorded; another key's folder goes."""
+    monkeypatch.setattr(rc, "ours_config", lambda model, data_path, extra: {"data_path": data_path, **(extra or {})})
+    monkeypatch.setattr(rc, "ours_code_digest", lambda ours_model: "code1")
+    args = types.SimpleNamespace(tag=None, extra={"epochs": 3}, data_path="d", scratch=str(tmp_path))
+    calls = []
+
+    def fake_run(cmd, cwd, log_path, append=False):
+        calls.append((cmd, append))
+        out = cmd[cmd.index("--out") + 1]
+        trial = {"status": "ok", "epochs_run": 3, "best_epoch": 1, "best_valid_result": {}, "test_result": {},
+                 "valid_curve": [], "train_time_s": 3.0, "resumed": {"at_epoch": 2} if append else None}
+        with open(out, "w") as f:
+            json.dump(trial, f)
+        return 0, 1.0, "epoch 0 training [time: 1.00s, train loss: 1]\n"
+
+    monkeypatch.setattr(rc, "_run_logged", fake_run)
+    folder = rc.ours_snapshot_folder(str(tmp_path / "ours-run"), "LightGCN", 2020, "LightGCN", {"data_path": "d", "epochs": 3})
+    stale = tmp_path / "ours-run" / ".resume" / "LightGCN__seed2020__0000000000000000"
+    stale.mkdir(parents=True)
+    other_seed = tmp_path / "ours-run" / ".resume" / "LightGCN__seed2021__0000000000000000"
+    other_seed.mkdir()
+    os.makedirs(folder)
+    (tmp_path / "ours-run" / ".resume" / os.path.basename(folder) / "state.pt").write_text("x")
+    record = rc.run_ours("LightGCN", 2020, args)
+    cmd, append = calls[-1]
+    assert cmd[cmd.index("--snapshots") + 1] == folder and append is True
+    assert record["resumed"] == {"at_epoch": 2} and record["status"] == "ok"
+    assert not os.path.exists(folder) and not stale.exists() and other_seed.exists()
+    rc.run_ours("LightGCN", 2020, args)  # no snapshot left: a fresh run overwrites the log
+    assert calls[-1][1] is False
+    monkeypatch.setattr(rc, "ours_code_digest", lambda ours_model: "code2")  # other code: another folder
+    assert rc.ours_snapshot_folder(str(tmp_path / "ours-run"), "LightGCN", 2020, "LightGCN",
+                                   {"data_path": "d", "epochs": 3}) != folder
+
+
 def test_settings_map_by_meaning():
     ours = {"learning_rate": 0.002, "train_batch_size": 1024, "epochs": 50, "stopping_step": 20,
             "id_embedding_size": 32, "content_embedding_size": 32, "reg_weight": 1e-4, "content_reg_weight": 1.0}
