@@ -25,7 +25,7 @@ from conftest import (
 )
 from recbole_metammf.layers.diffusion import Denoiser, DiffusionSchedule, timestep_embedding
 from recbole_metammf.layers.graph import bipartite_adjacency
-from recbole_metammf.model.diffmm import info_nce, with_self_loops_sym
+from recbole_metammf.model.diffmm import denoise, info_nce, with_self_loops_sym
 from test_dragon import assert_above_pop, dense_sym
 
 
@@ -98,6 +98,32 @@ def test_timestep_embedding_and_denoiser_shapes():
     x, t = torch.rand(2, 50), torch.tensor([1, 1])
     net.train()
     assert torch.equal(net(x, t, dropout=False), net(x, t, dropout=False))
+
+
+@pytest.mark.parametrize("n, norm", [(50, False), (50, True), (64, False)])
+def test_the_fast_denoiser_computes_the_denoisers_definition(n, norm):
+    """``denoise`` (the first layer without the rows' gradient, the item-width layer padded to 16 columns: 50 ->
+    64; 64 needs none) gives ``Denoiser.forward``'s output and every gradient, with the same dropout draws."""
+    torch.manual_seed(0)
+    net = Denoiser(n, [40, 30], 10, norm=norm).train()
+    x, t = torch.rand(6, n), torch.tensor([0, 1, 2, 3, 4, 1])
+    outs, grads = [], []
+    for forward in (lambda x: net(x, t), lambda x: denoise(net, x, t)):
+        torch.manual_seed(1)  # the same dropout mask
+        net.zero_grad()
+        rows = x.clone().requires_grad_(True)  # the gradient of the rows too, when asked
+        out = forward(rows)
+        out.square().sum().backward()
+        outs.append(out.detach())
+        grads.append([rows.grad] + [p.grad.clone() for p in net.parameters()])
+    assert outs[0].shape == outs[1].shape == (6, n)
+    torch.testing.assert_close(outs[1], outs[0], rtol=1e-6, atol=1e-7)
+    assert len(grads[0]) == 1 + len(list(net.parameters()))
+    for got, want in zip(grads[1], grads[0]):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
+    assert (grads[1][1 + [n for n, _ in net.named_parameters()].index("time_layer.weight")] != 0).any()
+    with torch.no_grad():  # the reverse pass's call: no dropout, nothing saved
+        torch.testing.assert_close(denoise(net, x, t, dropout=False), net(x, t, dropout=False), rtol=1e-6, atol=1e-7)
 
 
 # --- graphs --------------------------------------------------------------------------------------
