@@ -854,8 +854,8 @@ def reusable_run(model: str, seed: int, side: str, args) -> dict | None:
     """For a tagged run, an earlier run of the same side and seed that this one would repeat, marked
     ``reused_from``, instead of the same run again; None when there is none.
 
-    * The reference: the untagged run, when MMRec would be given the same config and there is no
-      ``--reference-patch`` (DiffMM's authors' runs are never reused).
+    * The reference: the untagged run or a tagged row's unpatched run, when MMRec would be given the same config
+      and there is no ``--reference-patch`` (DiffMM's authors' runs are never reused).
     * Ours: the untagged run when its config (our overrides) is the same; or any tagged row's run of the
       model (``MODEL@TAG``) with the same config and the same ``code_digest`` as this checkout's code (a row
       that changes only the reference, such as a patch, needs no second run of ours). Untagged runs are older
@@ -877,17 +877,19 @@ def reusable_run(model: str, seed: int, side: str, args) -> dict | None:
     base = result_path(model, side, seed)
     candidates = [base] if os.path.isfile(base) else []
     digest = None
-    if side == "ours":
-        this = result_path(_label(model, args), side, seed)
-        tagged = [os.path.join(RESULTS, name) for name in sorted(os.listdir(RESULTS))
-                  if name.startswith(f"{model}@") and name.endswith(f"__ours__seed{seed}.json")] if os.path.isdir(RESULTS) else []
-        candidates += [path for path in tagged if path != this]
+    this = result_path(_label(model, args), side, seed)
+    tagged = [os.path.join(RESULTS, name) for name in sorted(os.listdir(RESULTS))
+              if name.startswith(f"{model}@") and name.endswith(f"__{side}__seed{seed}.json")] if os.path.isdir(RESULTS) else []
+    candidates += [path for path in tagged if path != this]
     for path in candidates:
         with open(path) as f:
             record = json.load(f)
         if record.get("status") != "ok" or record.get("config") != config:
             continue
-        if path != base:  # a tagged row's run: only on the same code
+        if side == "reference":
+            if record.get("reference_patch"):  # a patched run is its own row's
+                continue
+        elif path != base:  # ours, a tagged row's run: only on the same code
             if not record.get("code_digest"):
                 continue
             digest = digest or ours_code_digest(MODELS[model]["ours"])
@@ -1700,8 +1702,8 @@ def write_table() -> None:
         "",
         "Each result file holds the exact command of its run (`command`), the configuration given, the "
         "validation curve and every epoch's training time. A tagged row does not run again what it would "
-        "repeat: a side whose run already exists with the same configuration (the reference: the untagged row's, "
-        "never a patched one; ours: the untagged row's, or another tagged row's run of the same code, "
+        "repeat: a side whose run already exists with the same configuration (the reference: any row's unpatched "
+        "run; ours: the untagged row's, or another tagged row's run of the same code, "
         "`code_digest`) reuses that run, named in its file's `reused_from`. An ours run stopped in mid-training "
         "(a session's end) goes on from its last snapshot when the same command runs again, to the result it "
         "would have had (`recbole_metammf/benchmark/resume.py`); its file then says `resumed`, and its epoch "

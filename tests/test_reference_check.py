@@ -394,7 +394,13 @@ def test_a_tagged_run_reuses_the_reference_run_only_when_mmrec_is_given_the_same
     assert reused["test"] == base["test"]
     deeper = types.SimpleNamespace(tag="l3", extra={"n_layers": 3}, data_path="d", scratch=str(tmp_path))
     assert rc.reusable_run("LightGCN", 2020, "reference", deeper) is None  # MMRec would get n_layers 3: run it
-    assert rc.reusable_run("LightGCN", 2021, "reference", raw) is None  # no untagged run of that seed
+    assert rc.reusable_run("LightGCN", 2021, "reference", raw) is None  # no run of that seed
+    # a tagged row's unpatched run of the same MMRec config serves too; a patched one never
+    seed2021 = {**base, "seed": 2021, "config": rc.mmrec_config("LightGCN", ours, 2021, str(tmp_path / "data"))}
+    (tmp_path / "LightGCN@other__reference__seed2021.json").write_text(json.dumps({**seed2021, "reference_patch": "x"}))
+    assert rc.reusable_run("LightGCN", 2021, "reference", raw) is None
+    (tmp_path / "LightGCN@p50__reference__seed2021.json").write_text(json.dumps(seed2021))
+    assert rc.reusable_run("LightGCN", 2021, "reference", raw)["reused_from"] == "LightGCN@p50__reference__seed2021.json"
     assert rc.reusable_run("LightGCN", 2020, "reference", types.SimpleNamespace(tag=None, extra=None)) is None
     patched = types.SimpleNamespace(tag="p", extra={}, data_path="d", scratch=str(tmp_path), reference_patch="x")
     assert rc.reusable_run("LightGCN", 2020, "reference", patched) is None  # a patched reference always runs
