@@ -41,23 +41,13 @@ from recbole.utils import get_model, init_seed  # noqa: E402
 
 from recbole_metammf.allocator import tune_allocator  # noqa: E402
 
+from bench_distinct_rows import require_tiktok, train_epoch  # noqa: E402  (benchmarks/)
 from git_revision import module_at  # noqa: E402  (benchmarks/)
 
 
 def timed(fn) -> float:
     t0 = time.perf_counter()
     fn()
-    return time.perf_counter() - t0
-
-
-def train_epoch(net, optimizer, batches) -> float:
-    """RecBole's training loop over ``batches``: wall seconds."""
-    net.train()
-    t0 = time.perf_counter()
-    for batch in batches:
-        optimizer.zero_grad()
-        net.calculate_loss(batch).backward()
-        optimizer.step()
     return time.perf_counter() - t0
 
 
@@ -70,10 +60,7 @@ def main():
     parser.add_argument("--seed", type=int, default=2020)
     parser.add_argument("--out", default=str(HERE / "diffmm_denoiser.md"))
     args = parser.parse_args()
-    if not os.path.isdir(os.path.join(args.data_path, "tiktok-diffmm")):
-        sys.exit(f"no converted TikTok subset in {args.data_path}/tiktok-diffmm: convert it first "
-                 "(python -m dataset_converters diffmm --src ../shared/data/tiktok-diffmm --out dataset "
-                 "--name tiktok-diffmm)")
+    require_tiktok(args.data_path)
     torch.set_num_threads(1)
     tune_allocator()  # as run_recbole.py
     data_path = os.path.abspath(args.data_path)
@@ -125,7 +112,7 @@ def main():
         for label in order:
             nets[label].train_steps = 0  # the epoch's first batch runs the diffusion step and the rebuild
             init_seed(args.seed + 100 + e, True)
-            epochs[label].append(train_epoch(nets[label], optimizers[label], batches))
+            epochs[label].append(train_epoch(nets[label], optimizers[label], batches)[0])  # (wall s, mean loss)
             print(f"epoch {e} {label}: {epochs[label][-1]:.1f} s", flush=True)
 
     def row(name, values):

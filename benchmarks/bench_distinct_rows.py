@@ -53,6 +53,14 @@ def previous_class(commit: str, model: str):
     return getattr(module_at(commit, f"recbole_metammf/model/{MODELS[model]}.py"), model)
 
 
+def require_tiktok(data_path: str) -> None:
+    """Exit with one line unless ``data_path`` holds the converted TikTok subset."""
+    if not os.path.isdir(os.path.join(data_path, "tiktok-diffmm")):
+        sys.exit(f"no converted TikTok subset in {data_path}/tiktok-diffmm: convert it first "
+                 "(python -m dataset_converters diffmm --src ../shared/data/tiktok-diffmm --out dataset "
+                 "--name tiktok-diffmm)")
+
+
 def train_epoch(net, optimizer, batches) -> tuple[float, float]:
     """RecBole's training loop over ``batches``: (wall seconds, mean loss)."""
     net.train()
@@ -128,10 +136,7 @@ def main():
     parser.add_argument("--seed", type=int, default=2020)
     parser.add_argument("--out", default=str(HERE / "distinct_rows.md"))
     args = parser.parse_args()
-    if not os.path.isdir(os.path.join(args.data_path, "tiktok-diffmm")):
-        sys.exit(f"no converted TikTok subset in {args.data_path}/tiktok-diffmm: convert it first "
-                 "(python -m dataset_converters diffmm --src ../shared/data/tiktok-diffmm --out dataset "
-                 "--name tiktok-diffmm)")
+    require_tiktok(args.data_path)
     torch.set_num_threads(1)
     tune_allocator()  # as run_recbole.py
     os.chdir(tempfile.mkdtemp())  # RecBole may write log/ under the working directory
