@@ -909,7 +909,7 @@ def cmd_run(args) -> None:
     deadline = time.time() + args.budget_minutes * 60 if args.budget_minutes else None
     for seed in args.seeds:  # seed-major: every model gets its first seed before any gets a second
         for model in args.models:
-            for side in ("reference", "ours"):  # the reference first: its failures show early
+            for side in [s for s in ("reference", "ours") if s in getattr(args, "sides", ("reference", "ours"))]:  # the reference first: its failures show early
                 path = result_path(_label(model, args), side, seed)
                 if os.path.isfile(path):
                     with open(path) as f:
@@ -1697,7 +1697,8 @@ def write_table() -> None:
         "`code_digest`) reuses that run, named in its file's `reused_from`. An ours run stopped in mid-training "
         "(a session's end) goes on from its last snapshot when the same command runs again, to the result it "
         "would have had (`recbole_metammf/benchmark/resume.py`); its file then says `resumed`, and its epoch "
-        "times are those of the runs that trained each epoch.",
+        "times are those of the runs that trained each epoch. `--sides ours` (or `reference`) runs one side only: a "
+        "queue line that a session's end may stop resumes then, the reference restarting from its first epoch.",
         "",
     ]
     for model in results:
@@ -1725,6 +1726,9 @@ def main(argv=None) -> None:
     run.add_argument("--tag", default=None, help="name this run's rows MODEL@TAG (own files and row), e.g. with a "
                                                   "--set that both sides get")
     run.add_argument("--budget-minutes", type=float, default=None, help="start no run after this many minutes")
+    run.add_argument("--sides", nargs="+", default=["reference", "ours"], choices=["reference", "ours"],
+                     help="run only these sides (e.g. `--sides ours`: ours resumes after a stop, the reference "
+                          "restarts from its first epoch)")
     run.add_argument("--reference-patch", default=None, choices=sorted(REFERENCE_PATCHES),
                      help="run the reference from a copy with this change (REFERENCE_PATCHES; needs --tag)")
     run.add_argument("--set", dest="extra", default="{}", type=json.loads,

@@ -597,6 +597,30 @@ def test_a_tagged_run_has_its_own_files_and_row(tmp_path, monkeypatch):
     assert rows[1]["rel_diff_recall@20"] == pytest.approx(0.003 / 0.078)
 
 
+def test_sides_runs_only_the_sides_asked_for(tmp_path, monkeypatch):
+    # `run --sides ours`: the reference side is neither run nor written; without --sides both run, reference first
+    monkeypatch.setattr(rc, "RESULTS", str(tmp_path))
+    monkeypatch.setattr(rc, "write_mmrec_layout", lambda *a, **k: {"folder": "f", "n_users": 1, "n_items": 1,
+                                                                   "rows_per_label": {}})
+    monkeypatch.setattr(rc, "write_table", lambda: None)
+    monkeypatch.setattr(rc, "reusable_run", lambda *a: None)
+    monkeypatch.setattr(rc, "resolve_ours", lambda model, data_path, extra: {})
+    ran = []
+    monkeypatch.setattr(rc, "run_ours", lambda model, seed, args: ran.append(("ours", seed)) or
+                        {"status": "ok", **_run(0.08, 0.03, 5, [1.0])})
+    monkeypatch.setattr(rc, "run_reference", lambda model, seed, ours, args: ran.append(("reference", seed)) or
+                        {"status": "ok", **_run(0.07, 0.03, 5, [2.0])})
+    args = rc.argparse.Namespace(data_path=str(tmp_path), scratch=str(tmp_path), budget_minutes=None, tag=None,
+                                 reference_patch=None, extra={}, models=["LightGCN"], seeds=[2020, 2021],
+                                 sides=["ours"])
+    rc.cmd_run(args)
+    assert ran == [("ours", 2020), ("ours", 2021)]
+    assert sorted(os.listdir(tmp_path)) == ["LightGCN__ours__seed2020.json", "LightGCN__ours__seed2021.json"]
+    args.sides, ran[:] = ["reference", "ours"], []
+    rc.cmd_run(args)  # ours' records exist: only the reference runs now
+    assert ran == [("reference", 2020), ("reference", 2021)]
+
+
 # --- DiffMM: the authors' code (HKUDS/DiffMM), patched at run time -----------------------------------------------
 
 def _fake_tree(root: Path, patches, crlf=("Params.py",)):
