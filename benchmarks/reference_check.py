@@ -670,6 +670,32 @@ REFERENCE_PATCHES = {
 }
 
 
+# Changes to ours for a run (`--ours-patch NAME`, with a --tag), applied in the ours-driver's process only: the
+# package is untouched. The converse of a reference patch: ours run as the reference does something.
+OURS_PATCHES = {
+    # RecBole's sampler draws training negatives from every item; MMRec's loader from the items with a training row
+    "trained-item-negatives": "negatives drawn only from the items with a training row, as MMRec's loader "
+                              "(RecBole: from every item)",
+}
+
+
+def apply_ours_patch(name: str) -> None:
+    """Apply :data:`OURS_PATCHES` ``name`` in this process (the ours-driver, before RecBole builds anything)."""
+    if name not in OURS_PATCHES:
+        raise ValueError(f"unknown ours patch {name!r}; known: {sorted(OURS_PATCHES)}")
+    import numpy as np
+    from recbole.sampler import Sampler
+
+    def _uni_sampling(self, sample_num):  # uniform over the items of the train phase's interactions
+        if getattr(self, "_refcheck_trained_items", None) is None:
+            train = self.datasets[self.phases.index("train")] if "train" in self.phases else self.datasets[0]
+            self._refcheck_trained_items = np.unique(train.inter_feat[self.iid_field].numpy())
+        items = self._refcheck_trained_items
+        return items[np.random.randint(0, len(items), sample_num)]
+
+    Sampler._uni_sampling = _uni_sampling
+
+
 def apply_reference_patch(checkout: str, name: str) -> None:
     """Apply :data:`REFERENCE_PATCHES` ``name`` to the checkout (:func:`patch_once`)."""
     rel, pairs, _ = REFERENCE_PATCHES[name]
@@ -769,11 +795,13 @@ def _run_logged(cmd: list, cwd: str, log_path: str, append: bool = False) -> tup
         return proc.returncode, wall, f.read()
 
 
-def ours_snapshot_folder(workdir: str, label: str, seed: int, ours_model: str, overrides: dict) -> str:
+def ours_snapshot_folder(workdir: str, label: str, seed: int, ours_model: str, overrides: dict,
+                         patch: str | None = None) -> str:
     """Where an ours run keeps its resume snapshots: named after the row, the seed and a key of the code and
     config it runs, so a snapshot of other code or settings is never resumed (other keys' folders of the same
     run are removed: they never can be)."""
-    key = hashlib.sha256(json.dumps([ours_model, ours_code_digest(ours_model), overrides], sort_keys=True).encode())
+    key = [ours_model, ours_code_digest(ours_model), overrides] + ([patch] if patch else [])  # unpatched: as before
+    key = hashlib.sha256(json.dumps(key, sort_keys=True).encode())
     root = os.path.join(workdir, ".resume")
     os.makedirs(root, exist_ok=True)
     prefix = f"{label}__seed{seed}__"
@@ -795,9 +823,12 @@ def run_ours(model: str, seed: int, args) -> dict:
     overrides = ours_config(model, args.data_path, args.extra)
     log_path = os.path.join(args.scratch, "logs", f"{_label(model, args)}__ours__seed{seed}.log")
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
-    snapshots = ours_snapshot_folder(workdir, _label(model, args), seed, MODELS[model]["ours"], overrides)
+    patch = getattr(args, "ours_patch", None)
+    snapshots = ours_snapshot_folder(workdir, _label(model, args), seed, MODELS[model]["ours"], overrides, patch)
     cmd = [sys.executable, os.path.abspath(__file__), "ours-driver", "--model", MODELS[model]["ours"],
            "--seed", str(seed), "--config", json.dumps(overrides), "--out", out, "--snapshots", snapshots]
+    if patch:
+        cmd += ["--patch", patch]
     resuming = os.path.isdir(snapshots) and bool(os.listdir(snapshots))
     returncode, wall, text = _run_logged(cmd, workdir, log_path, append=resuming)
     record = {"side": "ours", "model": model, "ours_model": MODELS[model]["ours"], "seed": seed,
@@ -805,6 +836,11 @@ def run_ours(model: str, seed: int, args) -> dict:
               "command": "OMP_NUM_THREADS=1 python -c 'from recbole_metammf.benchmark.trial import run_trial; "
                          f"run_trial(\"{MODELS[model]['ours']}\", \"{DATASET}\", {seed}, "
                          f"config_dict={json.dumps(overrides)})'"}
+    if patch:  # the patch is applied by the driver: its command is the run's
+        record.update(ours_patch=patch, ours_patch_does=OURS_PATCHES[patch],
+                      command=f"OMP_NUM_THREADS=1 python benchmarks/reference_check.py ours-driver --model "
+                              f"{MODELS[model]['ours']} --seed {seed} --config '{json.dumps(overrides)}' "
+                              f"--patch {patch} --out OUT.json")
     if returncode != 0 or not os.path.isfile(out):
         record.update(status="failed", error=text[-3000:])
         return record
@@ -859,7 +895,8 @@ def reusable_run(model: str, seed: int, side: str, args) -> dict | None:
     * Ours: the untagged run when its config (our overrides) is the same; or any tagged row's run of the
       model (``MODEL@TAG``) with the same config and the same ``code_digest`` as this checkout's code (a row
       that changes only the reference, such as a patch, needs no second run of ours). Untagged runs are older
-      than the digest and stand for the code of their row.
+      than the digest and stand for the code of their row. A row with ``--ours-patch`` reuses only a run with the
+      same patch, and a patched run is never another row's.
     A failed run is never reused."""
     if not getattr(args, "tag", None):
         return None
@@ -886,6 +923,8 @@ def reusable_run(model: str, seed: int, side: str, args) -> dict | None:
             record = json.load(f)
         if record.get("status") != "ok" or record.get("config") != config:
             continue
+        if side == "ours" and record.get("ours_patch") != getattr(args, "ours_patch", None):
+            continue  # a patched run of ours is its own row's, and a patched row needs its own
         if side == "reference":
             if record.get("reference_patch"):  # a patched run is its own row's
                 continue
@@ -901,8 +940,10 @@ def reusable_run(model: str, seed: int, side: str, args) -> dict | None:
 
 
 def cmd_run(args) -> None:
-    if getattr(args, "reference_patch", None) and not getattr(args, "tag", None):
-        raise SystemExit("reference_check: --reference-patch needs a --tag (its rows are not the plain reference's)")
+    for flag in ("reference_patch", "ours_patch"):
+        if getattr(args, flag, None) and not getattr(args, "tag", None):
+            raise SystemExit(f"reference_check: --{flag.replace('_', '-')} needs a --tag (its rows are not the "
+                             "plain run's)")
     layout = write_mmrec_layout(os.path.join(args.data_path, DATASET), DATASET, os.path.join(args.scratch, "data"))
     print(f"MMRec layout: {layout['folder']} ({layout['n_users']} users, {layout['n_items']} items, "
           f"rows per x_label {layout['rows_per_label']})", flush=True)
@@ -1024,6 +1065,8 @@ def cmd_ours_driver(args) -> None:
     from recbole_metammf.benchmark import resume
     from recbole_metammf.benchmark.runner import add_resume_info
 
+    if args.patch:
+        apply_ours_patch(args.patch)
     if args.snapshots:
         resume.activate(args.snapshots, args.snapshot_every_s)
     record = run_trial(args.model, DATASET, args.seed, config_dict=json.loads(args.config))
@@ -1698,7 +1741,10 @@ def write_table() -> None:
         "(a session's end) goes on from its last snapshot when the same command runs again, to the result it "
         "would have had (`recbole_metammf/benchmark/resume.py`); its file then says `resumed`, and its epoch "
         "times are those of the runs that trained each epoch. `--sides ours` (or `reference`) runs one side only: a "
-        "queue line that a session's end may stop resumes then, the reference restarting from its first epoch.",
+        "queue line that a session's end may stop resumes then, the reference restarting from its first epoch. "
+        "`--ours-patch NAME` (with a `--tag`) runs ours with a change applied in the driver's process only, the "
+        "package untouched (`OURS_PATCHES`: `trained-item-negatives`, training negatives drawn as MMRec's loader "
+        "draws them, from the items with a training row).",
         "",
     ]
     for model in results:
@@ -1731,6 +1777,8 @@ def main(argv=None) -> None:
                           "restarts from its first epoch)")
     run.add_argument("--reference-patch", default=None, choices=sorted(REFERENCE_PATCHES),
                      help="run the reference from a copy with this change (REFERENCE_PATCHES; needs --tag)")
+    run.add_argument("--ours-patch", default=None, choices=sorted(OURS_PATCHES),
+                     help="run ours with this change, in its process only (OURS_PATCHES; needs --tag)")
     run.add_argument("--set", dest="extra", default="{}", type=json.loads,
                      help="JSON settings for both sides (given to ours, mapped to MMRec's keys)")
     sub.add_parser("table", help="rewrite the md / csv from the result files")
@@ -1753,6 +1801,7 @@ def main(argv=None) -> None:
     o.add_argument("--config", required=True)
     o.add_argument("--out", required=True)
     o.add_argument("--snapshots", default=None, help="keep resume snapshots here (resume.py)")
+    o.add_argument("--patch", default=None, choices=sorted(OURS_PATCHES), help="an OURS_PATCHES change for this run")
     o.add_argument("--snapshot-every-s", type=float, default=300.0, help="at most one snapshot per this many seconds")
     args = parser.parse_args(argv)
     if args.cmd in ("run", "diffmm-reference"):

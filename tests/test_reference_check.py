@@ -444,6 +444,53 @@ def test_ours_reuses_another_rows_run_only_on_the_same_config_and_code(tmp_path,
     assert rc.reusable_run("GRCN", 2020, "ours", args) is None
 
 
+def test_the_trained_item_negatives_patch_draws_only_items_with_a_training_row(monkeypatch):
+    """`--ours-patch trained-item-negatives`: RecBole's sampler, patched in the driver's process, draws training
+    negatives from the train phase's items only (MMRec's loader), every one of them, and still never a user's own."""
+    import torch
+    from recbole.sampler import Sampler
+
+    monkeypatch.setattr(Sampler, "_uni_sampling", Sampler._uni_sampling)  # restored after the test
+
+    def phase(users, items):
+        return types.SimpleNamespace(uid_field="u", iid_field="i", user_num=4, item_num=10,
+                                     inter_feat={"u": torch.tensor(users), "i": torch.tensor(items)})
+
+    train = phase([1, 1, 2, 3, 3], [2, 5, 5, 7, 9])  # items 1, 3, 4, 6, 8 have no training row
+    sampler = Sampler(["train", "valid", "test"], [train, phase([1], [3]), phase([2], [4])])
+    np.random.seed(0)
+    assert set(sampler._uni_sampling(2000)) == set(range(1, 10))  # RecBole: every item
+    rc.apply_ours_patch("trained-item-negatives")
+    assert set(sampler._uni_sampling(2000)) == {2, 5, 7, 9}
+    negatives = sampler.set_phase("train").sample_by_user_ids(torch.tensor([1] * 500), torch.tensor([2] * 500), 1).numpy()
+    assert set(negatives) == {7, 9}  # user 1 trained on 2 and 5
+    with pytest.raises(ValueError, match="unknown ours patch"):
+        rc.apply_ours_patch("no-such-patch")
+
+
+def test_a_patched_ours_row_neither_reuses_nor_lends_unpatched_runs(tmp_path, monkeypatch):
+    monkeypatch.setattr(rc, "RESULTS", str(tmp_path))
+    monkeypatch.setattr(rc, "ours_config", lambda model, data_path, extra: {"data_path": data_path, **(extra or {})})
+    monkeypatch.setattr(rc, "ours_code_digest", lambda ours_model: "new")
+    config = {"data_path": "d", "epochs": 300}
+    record = {"status": "ok", "config": config, "code_digest": "new", "test": {"recall@20": 0.07}}
+    (tmp_path / "LGMRec@cap300__ours__seed2020.json").write_text(json.dumps(record))
+    patched = types.SimpleNamespace(tag="cap300-trainedneg", extra={"epochs": 300}, data_path="d",
+                                    scratch=str(tmp_path), ours_patch="trained-item-negatives")
+    assert rc.reusable_run("LGMRec", 2020, "ours", patched) is None
+    (tmp_path / "LGMRec@cap300-trainedneg__ours__seed2020.json").write_text(
+        json.dumps({**record, "ours_patch": "trained-item-negatives", "test": {"recall@20": 0.05}}))
+    plain = types.SimpleNamespace(tag="cap300-again", extra={"epochs": 300}, data_path="d", scratch=str(tmp_path))
+    assert rc.reusable_run("LGMRec", 2020, "ours", plain)["test"] == {"recall@20": 0.07}
+    (tmp_path / "LGMRec@cap300__ours__seed2020.json").unlink()
+    assert rc.reusable_run("LGMRec", 2020, "ours", plain) is None  # never the patched run
+    patched.tag = "cap300-trainedneg-again"
+    assert rc.reusable_run("LGMRec", 2020, "ours", patched)["test"] == {"recall@20": 0.05}
+    folders = {rc.ours_snapshot_folder(str(tmp_path / "w"), "L", 2020, "LGMRec", config, p)
+               for p in (None, "trained-item-negatives")}
+    assert len(folders) == 2  # a patched run never resumes an unpatched snapshot
+
+
 def test_reuse_on_a_fresh_scratch_extracts_mmrec_first(tmp_path, monkeypatch):
     """The reference's config holds MMRec's model-YAML grid values (DRAGON's ``aggr_mode``): on a scratch
     folder with no MMRec checkout yet, reuse extracts it from the mirror before comparing, instead of
