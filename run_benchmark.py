@@ -189,6 +189,7 @@ def _load_spec_file(path: str, **overrides):
 
 
 if __name__ == "__main__":
-    from recbole_metammf.entry import run_cli
+    from recbole_metammf.entry import run_cli, stop_on_signals
 
+    stop_on_signals()  # Ctrl-C, `kill -INT` or `kill PID` stop it cleanly, also as a background job
     sys.exit(run_cli(main))
