@@ -950,7 +950,8 @@ def cmd_run(args) -> None:
     deadline = time.time() + args.budget_minutes * 60 if args.budget_minutes else None
     for seed in args.seeds:  # seed-major: every model gets its first seed before any gets a second
         for model in args.models:
-            for side in [s for s in ("reference", "ours") if s in getattr(args, "sides", ("reference", "ours"))]:  # the reference first: its failures show early
+            sides = getattr(args, "sides", None) or ("reference", "ours")
+            for side in [s for s in ("reference", "ours") if s in sides]:  # the reference first: its failures show early
                 path = result_path(_label(model, args), side, seed)
                 if os.path.isfile(path):
                     with open(path) as f:
