@@ -1514,11 +1514,15 @@ NOTES: dict[str, str] = {
 # Candidate causes of a difference not yet shown by a run (printed as such, never as an explanation).
 HYPOTHESES: dict[str, str] = {
     "LGMRec": "(seed 2020): with patience 50 on both sides (row LGMRec@patience50) MMRec's run goes on to its "
-              "best at epoch 83 of 100 (.0568; at patience 10 it stopped at 58, .0560), ours .0602 at 99 of 100 "
-              "(+6.0 %): both still improving at the 100-epoch cap; not the features (ours on raw features, "
-              "LGMRec@raw, .0651). To convergence (patience 50, cap 300, LGMRec@patience50-cap300, 2026-12-04) "
-              "MMRec's run stopped at epoch 128 with its best at 76: .0562; ours at that setting is next, then "
-              "seeds 2021-2022",
+              "best at epoch 83 of 100 (.0568), ours .0602 at 99 of 100: both still improving at the 100-epoch cap; "
+              "not the features at that cap (ours on raw features, LGMRec@raw, .0651). To convergence (patience 50, "
+              "cap 300, LGMRec@patience50-cap300) MMRec's validation peaks at epoch 76 (.0515) and falls (stopped at "
+              "128; test .0562); ours climbs for 270 epochs (validation .0724 at 271, test .0796, +42 %). Part of it "
+              "is MMRec's negatives (only items with a training row; 465 items have none, 7.3 % of the test rows): "
+              "MMRec sampling as RecBole (LGMRec@patience50-cap300-allneg) climbs to validation .0594 at epoch 172, "
+              "test .0696 (+24 % over its unpatched run), ours +14 % above that. Next (queued): ours with MMRec's "
+              "negatives (LGMRec@patience50-cap300-trainedneg, `--ours-patch trained-item-negatives`), ours on raw "
+              "features to convergence (LGMRec@raw-patience50-cap300), then seeds 2021-2022",
 }
 
 
