@@ -948,10 +948,11 @@ def cmd_run(args) -> None:
     print(f"MMRec layout: {layout['folder']} ({layout['n_users']} users, {layout['n_items']} items, "
           f"rows per x_label {layout['rows_per_label']})", flush=True)
     deadline = time.time() + args.budget_minutes * 60 if args.budget_minutes else None
+    asked = getattr(args, "sides", None) or ("reference", "ours")
+    sides = [s for s in ("reference", "ours") if s in asked]  # the reference first: its failures show early
     for seed in args.seeds:  # seed-major: every model gets its first seed before any gets a second
         for model in args.models:
-            sides = getattr(args, "sides", None) or ("reference", "ours")
-            for side in [s for s in ("reference", "ours") if s in sides]:  # the reference first: its failures show early
+            for side in sides:
                 path = result_path(_label(model, args), side, seed)
                 if os.path.isfile(path):
                     with open(path) as f:
