@@ -58,6 +58,19 @@ def test_sampling_is_deterministic_covers_each_choice_evenly_and_refuses_a_small
         sample_configs(grid, 5, 1, "X")
 
 
+def test_a_parameter_appended_to_a_space_leaves_the_earlier_parameters_draws_unchanged():
+    # What MetaMMF's spaces rely on: content_scale, their last line, was added after the TikTok board had
+    # searched them, and the new search's eight points are the old eight, each with a scale added.
+    base = {"learning_rate": [1e-4, 5e-4, 1e-3, 5e-3], "reg_weight": [0.0, 1e-5, 1e-4, 1e-3], "meta_size": [3, 5, 10]}
+    old = sample_configs(inline_space(base), 8, 2020, "MetaMMF_MF")
+    new = sample_configs(inline_space({**base, "content_scale": ["none", "rms", "gate"]}), 8, 2020, "MetaMMF_MF")
+    assert [{k: v for k, v in c.items() if k != "content_scale"} for c in new] == old
+    counts = [sum(c["content_scale"] == v for c in new) for v in ("none", "rms", "gate")]
+    assert sorted(counts) == [2, 3, 3]  # 8 strata over 3 values: each value 2 or 3 times
+    first = sample_configs(inline_space({"content_scale": ["none", "rms", "gate"], **base}), 8, 2020, "MetaMMF_MF")
+    assert [{k: v for k, v in c.items() if k != "content_scale"} for c in first] != old  # order matters
+
+
 def test_a_search_space_too_small_for_the_budget_is_one_user_error_before_any_trial(planted, tmp_path):
     import run_benchmark
 
@@ -121,6 +134,10 @@ def test_every_row_ships_a_search_space_of_real_keys_with_rate_and_regularisatio
     if model.startswith("MetaMMF"):
         assert {"meta_size", "cp_rank"} <= set(space)
         assert ("content_reg_weight" in space) == ("content_reg_weight" in _yaml_defaults(model))
+        from recbole_metammf.layers.fusion import CONTENT_SCALES  # every scale, chosen per dataset on validation
+
+        assert sorted(space["content_scale"][1]) == sorted(CONTENT_SCALES), space.get("content_scale")
+        assert list(space)[-1] == "content_scale"  # last, so the other keys draw what they drew before it
 
 
 def test_the_three_tuned_benchmark_files_plan_their_rows_with_one_budget():
