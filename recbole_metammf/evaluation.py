@@ -25,12 +25,13 @@ Two config keys (``properties/overall.yaml``), both leaving validation exactly a
 
 from __future__ import annotations
 
-import random
 import time
 from logging import getLogger
 
 import numpy as np
 import torch
+
+from recbole_metammf import rng
 
 TEST_MASKS = ("train+valid", "train")
 DEFAULT_TEST_MASK = "train+valid"
@@ -105,22 +106,12 @@ def diagnostic_requested(config) -> bool:
     return bool(config["diagnose_best_test_epoch"]) if "diagnose_best_test_epoch" in config else False
 
 
-def _rng_state():
-    return random.getstate(), np.random.get_state(), torch.get_rng_state()
-
-
-def _set_rng_state(state) -> None:
-    random.setstate(state[0])
-    np.random.set_state(state[1])
-    torch.set_rng_state(state[2])
-
-
 class TestEpochDiagnostic:
     """Evaluates ``test_data`` each time ``trainer`` validates, and tells the best test epoch.
 
     Wraps the trainer *instance*'s ``_valid_epoch`` (the class is left alone): after the
     validation evaluation of an epoch, the same model state is evaluated on the test split
-    with RecBole's own ``Trainer.evaluate``, the random states (Python, numpy, torch) saved
+    with RecBole's own ``Trainer.evaluate``, the random states (Python, numpy, torch and CUDA's: ``rng.py``) saved
     before and restored after, so training goes on exactly as without the diagnostic. The
     epoch index comes from RecBole's ``callback_fn(epoch_idx, valid_score)``: pass this object
     as (or call it from) the callback. ``metric`` (default: the run's ``valid_metric``) is the
@@ -146,11 +137,11 @@ class TestEpochDiagnostic:
 
     def _evaluate_test(self) -> dict:
         start = time.perf_counter()
-        state = _rng_state()
+        state = rng.capture()
         try:
             result = self.trainer.evaluate(self.test_data, load_best_model=False, show_progress=False)
         finally:
-            _set_rng_state(state)
+            rng.restore(state)
         self.time_s += time.perf_counter() - start
         return {k: float(v) for k, v in dict(result).items()}
 

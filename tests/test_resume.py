@@ -4,6 +4,7 @@ again with the same folder gives, to the last digit, the record of the same tria
 from __future__ import annotations
 
 import pytest
+import torch
 
 from conftest import planted_config, write_planted_dataset
 from recbole_metammf.benchmark import resume
@@ -111,3 +112,63 @@ def test_a_trainer_with_its_own_epoch_is_left_alone(data, tmp_path):
     finally:
         resume.deactivate()
     assert not folder.exists()
+
+
+# --- the random states (recbole_metammf/rng.py, shared with the test diagnostic) ------------------------
+def _draws(generator):
+    import random
+
+    import numpy as np
+
+    return (random.random(), float(np.random.rand()), float(torch.rand(1)),
+            float(torch.rand(1, generator=generator)))
+
+
+def test_captured_random_states_restore_every_generator_and_survive_a_weights_only_load(tmp_path):
+    from recbole_metammf import rng
+
+    generator = torch.Generator().manual_seed(7)
+    _draws(generator)
+    state = rng.capture(generator)
+    torch.save(state, tmp_path / "s.pt")
+    first = _draws(generator)
+    assert _draws(generator) != first  # the draws move on ...
+    rng.restore(torch.load(tmp_path / "s.pt", weights_only=True), generator)
+    assert _draws(generator) == first  # ... and come back with every state, the loader's included
+    with pytest.raises(ValueError, match="no generator was given"):
+        rng.restore(state)
+
+
+def test_cuda_random_states_are_captured_and_restored_when_cuda_is_there(monkeypatch):
+    # No GPU here: a stand-in for torch.cuda's state calls checks that both the test diagnostic and the
+    # resume snapshots (one helper) carry CUDA's generators, which a model on the GPU draws from.
+    from recbole_metammf import rng
+    from recbole_metammf.benchmark import resume
+    from recbole_metammf.evaluation import TestEpochDiagnostic
+
+    devices = {"now": [torch.tensor([1], dtype=torch.uint8)]}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: [t.clone() for t in devices["now"]])
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", lambda states: devices.update(now=list(states)))
+    state = rng.capture()
+    devices["now"] = [torch.tensor([2], dtype=torch.uint8)]
+    rng.restore(state)
+    assert devices["now"][0].item() == 1
+
+    class _Trainer:  # evaluating test moves the CUDA generator; the diagnostic must put it back
+        config = {"valid_metric": "Recall@20"}
+        cur_step = 0
+
+        def _valid_epoch(self, valid_data, show_progress=False):
+            return 0.0, {}
+
+        def evaluate(self, data, load_best_model=False, show_progress=False):
+            devices["now"] = [torch.tensor([9], dtype=torch.uint8)]
+            return {"recall@20": 0.5}
+
+    trainer = _Trainer()
+    TestEpochDiagnostic(trainer, test_data=None)
+    trainer._valid_epoch(None)
+    assert devices["now"][0].item() == 1
+    loader = type("Loader", (), {"generator": torch.Generator()})()
+    assert "cuda" in resume._rng_state(loader) and "loader" in resume._rng_state(loader)

@@ -32,13 +32,13 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import shutil
 import time
 from logging import getLogger
 
-import numpy as np
 import torch
+
+from recbole_metammf import rng
 
 SNAPSHOT = "state.pt"
 EVERY_S = 300.0  # default: at most one snapshot per 5 minutes of training (a DiffMM epoch is ~95 s)
@@ -73,30 +73,11 @@ def deactivate() -> dict:
 
 # --- random states -------------------------------------------------------------------------------
 def _rng_state(train_data) -> dict:
-    version, key, gauss = random.getstate()
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    state = {"python": {"version": version, "key": list(key), "gauss": gauss},
-             "numpy": {"name": name, "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)), "pos": int(pos),
-                       "has_gauss": int(has_gauss), "cached": float(cached)},
-             "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    generator = getattr(train_data, "generator", None)
-    if isinstance(generator, torch.Generator):
-        state["loader"] = generator.get_state()
-    return state
+    return rng.capture(getattr(train_data, "generator", None))
 
 
 def _set_rng_state(state: dict, train_data) -> None:
-    p = state["python"]
-    random.setstate((p["version"], tuple(p["key"]), p["gauss"]))
-    n = state["numpy"]
-    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    if "loader" in state:
-        train_data.generator.set_state(state["loader"])
+    rng.restore(state, getattr(train_data, "generator", None))
 
 
 # --- the model's own training attributes ---------------------------------------------------------
