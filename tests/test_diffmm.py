@@ -25,7 +25,7 @@ from conftest import (
 )
 from recbole_metammf.layers.diffusion import Denoiser, DiffusionSchedule, timestep_embedding
 from recbole_metammf.layers.graph import bipartite_adjacency
-from recbole_metammf.model.diffmm import denoise, info_nce, with_self_loops_sym
+from recbole_metammf.model.diffmm import info_nce, with_self_loops_sym
 from test_dragon import assert_above_pop, dense_sym
 
 
@@ -100,15 +100,28 @@ def test_timestep_embedding_and_denoiser_shapes():
     assert torch.equal(net(x, t, dropout=False), net(x, t, dropout=False))
 
 
+def _plain_denoiser(net, x, t, dropout=True):
+    """The denoiser's definition as its docstring writes it, with autograd's own layers throughout."""
+    emb = net.time_layer(timestep_embedding(t, net.time_emb_size))
+    x = torch.nn.functional.normalize(x, dim=-1) if net.norm else x
+    h = torch.cat([net.drop(x) if dropout else x, emb], dim=-1)
+    for layer in net.in_layers:
+        h = torch.tanh(layer(h))
+    for j, layer in enumerate(net.out_layers):
+        h = layer(h) if j == len(net.out_layers) - 1 else torch.tanh(layer(h))
+    return h
+
+
 @pytest.mark.parametrize("n, norm", [(50, False), (50, True), (64, False)])
-def test_the_fast_denoiser_computes_the_denoisers_definition(n, norm):
-    """``denoise`` (the first layer without the rows' gradient, the item-width layer padded to 16 columns: 50 ->
-    64; 64 needs none) gives ``Denoiser.forward``'s output and every gradient, with the same dropout draws."""
+def test_the_denoisers_fast_form_computes_its_plain_definition(n, norm):
+    """``Denoiser.forward`` (the first layer without the rows' gradient, the item-width layer padded to 16
+    columns: 50 -> 64; 64 needs none) gives the plain form's output and every gradient, with the same dropout
+    draws."""
     torch.manual_seed(0)
     net = Denoiser(n, [40, 30], 10, norm=norm).train()
     x, t = torch.rand(6, n), torch.tensor([0, 1, 2, 3, 4, 1])
     outs, grads = [], []
-    for forward in (lambda x: net(x, t), lambda x: denoise(net, x, t)):
+    for forward in (lambda x: _plain_denoiser(net, x, t), lambda x: net(x, t)):
         torch.manual_seed(1)  # the same dropout mask
         net.zero_grad()
         rows = x.clone().requires_grad_(True)  # the gradient of the rows too, when asked
@@ -123,7 +136,8 @@ def test_the_fast_denoiser_computes_the_denoisers_definition(n, norm):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
     assert (grads[1][1 + [n for n, _ in net.named_parameters()].index("time_layer.weight")] != 0).any()
     with torch.no_grad():  # the reverse pass's call: no dropout, nothing saved
-        torch.testing.assert_close(denoise(net, x, t, dropout=False), net(x, t, dropout=False), rtol=1e-6, atol=1e-7)
+        torch.testing.assert_close(net(x, t, dropout=False), _plain_denoiser(net, x, t, dropout=False),
+                                   rtol=1e-6, atol=1e-7)
 
 
 # --- graphs --------------------------------------------------------------------------------------

@@ -48,14 +48,11 @@ training matrix (the reference keeps the dense [users, items] matrix), so memory
 ``diffusion_batch_size x n_items`` and the denoisers' ``2 x n_items x denoise_dims`` weights (with
 Adam's two moments) per modality.
 
-**Speed.** Most of an epoch is the denoisers' dense products. ``denoise`` computes ``Denoiser.forward``
-(the shared layer's definition) with two changes of form, not of value: the first layer's backward
-never forms the gradient of the noised rows (no parameter's; autograd's would be a product as large as
-the layer's), and the item-width output layer runs at a multiple of 16 columns (its weight padded
-with zero rows, the extra outputs cut off), where MKL's one-thread product is about 1.5x faster than
-at TikTok's 6,710. The diffusion step and the rebuild each take about 0.8x the time
-(``benchmarks/diffmm_denoiser.md``), with the same rebuilt graphs. The form lives here, not in
-``layers/diffusion.py``, because a shared module's change would change every model's code fingerprint.
+**Speed.** Most of an epoch is the denoisers' dense products, which ``layers/diffusion.py``'s
+``Denoiser`` computes in a faster form of the same values: the first layer's backward never forms the
+gradient of the noised rows, and the item-width output layer runs at a multiple of 16 columns
+(``benchmarks/diffmm_denoiser.md``: the diffusion step and the rebuild each about 0.8x the time, the same
+rebuilt graphs).
 
 **Running under RecBole's trainer.** RecBole picks ``recbole.trainer.<Model>Trainer`` when it
 exists, but the plugin's own paths (tests, ``benchmark/select.py``) build ``Trainer`` directly, so
@@ -93,74 +90,13 @@ import torch.nn.functional as F
 
 from recbole_metammf.errors import DataError
 from recbole_metammf.layers.contrast import bounded_logsumexp
-from recbole_metammf.layers.diffusion import Denoiser, DiffusionSchedule, timestep_embedding
+from recbole_metammf.layers.diffusion import Denoiser, DiffusionSchedule
 from recbole_metammf.layers.graph import SparseGraph, bipartite_adjacency, bipartite_from_edges, normalise
 from recbole_metammf.layers.knn import steps_per_epoch
 from recbole_metammf.model.base import MultimodalRecommender
 
 FEAT_TRANSFORMS = ("linear", "leaky_relu")
 CL_METHODS = ("main", "pairwise")
-
-
-LANES = 16  # float32 lanes of an AVX-512 register: the item-width output layer is computed at a multiple of this
-
-
-class _FirstLayer(torch.autograd.Function):
-    """``linear([x | emb], W, b)``, the denoiser's first layer, with a backward that never forms the gradient
-    of ``x`` unless asked: the noised rows are no parameter's, and autograd's ``Linear`` over the concatenated
-    input computes the whole [B, n_items + time] input gradient to keep its last ``time`` columns, a product as
-    large as the layer's. The forward is ``Linear``'s own ``addmm``."""
-
-    @staticmethod
-    def forward(ctx, x, emb, weight, bias):
-        inp = torch.cat([x, emb], dim=1)
-        ctx.save_for_backward(inp, weight)
-        ctx.n = x.shape[1]
-        return torch.addmm(bias, inp, weight.t())
-
-    @staticmethod
-    def backward(ctx, grad):
-        inp, weight = ctx.saved_tensors
-        n = ctx.n
-        grad_x = grad @ weight[:, :n] if ctx.needs_input_grad[0] else None
-        grad_emb = grad @ weight[:, n:] if ctx.needs_input_grad[1] else None
-        grad_w = grad.t() @ inp if ctx.needs_input_grad[2] else None
-        grad_b = grad.sum(0) if ctx.needs_input_grad[3] else None
-        return grad_x, grad_emb, grad_w, grad_b
-
-
-def _wide_linear(h: torch.Tensor, layer: nn.Linear) -> torch.Tensor:
-    """``layer(h)`` for the item-width output layer, its weight padded with zero rows to a multiple of
-    :data:`LANES` and the extra columns cut off: the same values (each output is the same dot product), and
-    MKL's one-thread product ran about 1.5x faster at TikTok's 6,720 columns than at its 6,710
-    (``benchmarks/diffmm_denoiser.md``)."""
-    pad = -layer.out_features % LANES
-    if not pad:
-        return layer(h)
-    weight = F.pad(layer.weight, (0, 0, 0, pad))
-    return F.linear(h, weight, F.pad(layer.bias, (0, pad)))[:, : layer.out_features]
-
-
-def denoise(denoiser: Denoiser, x: torch.Tensor, t: torch.Tensor, dropout: bool = True) -> torch.Tensor:
-    """``denoiser(x, t, dropout)`` (``layers/diffusion.py``'s definition: the same random draws and values up to
-    rounding, ``tests/test_diffmm.py``), computed faster at item-length widths: the first layer by
-    :class:`_FirstLayer`, the item-width output layer by :func:`_wide_linear`. Kept in this file, not in the
-    shared layer, so that the TikTok board's finished trials of other models keep their code fingerprint."""
-    emb = denoiser.time_layer(timestep_embedding(t, denoiser.time_emb_size))
-    if denoiser.norm:
-        x = F.normalize(x, dim=-1)
-    if dropout:
-        x = denoiser.drop(x)
-    first, *rest = denoiser.in_layers
-    h = torch.tanh(_FirstLayer.apply(x, emb, first.weight, first.bias))
-    for layer in rest:
-        h = torch.tanh(layer(h))
-    last = len(denoiser.out_layers) - 1
-    for j, layer in enumerate(denoiser.out_layers):
-        h = _wide_linear(h, layer) if j == last else layer(h)
-        if j < last:
-            h = torch.tanh(h)
-    return h
 
 
 def with_self_loops_sym(adj: sp.spmatrix) -> sp.csr_matrix:
@@ -281,7 +217,7 @@ class DiffMM(MultimodalRecommender):
         """Modality ``m``'s ``mean(weight · mse) + e_loss · mean(gc)`` for the batch ``x0`` [B, n_items];
         ``target`` is ``x0 @ E_item`` [B, d]."""
         t = torch.randint(0, self.schedule.steps, (x0.shape[0],), device=x0.device)
-        x_hat = denoise(self.denoisers[m], self.schedule.q_sample(x0, t), t)
+        x_hat = self.denoisers[m](self.schedule.q_sample(x0, t), t)
         mse = (x0 - x_hat).square().mean(dim=1)
         gc = (x_hat @ feature - target).square().mean(dim=1)
         return (self.schedule.loss_weight(t) * mse).mean() + self.e_loss * gc.mean()
@@ -321,8 +257,7 @@ class DiffMM(MultimodalRecommender):
             batch = users[start : start + self.diffusion_batch_size]
             x0 = self.user_rows(batch)
             for m, denoiser in enumerate(self.denoisers):
-                x = self.schedule.p_sample(lambda x, t, dropout=False, d=denoiser: denoise(d, x, t, dropout), x0,
-                                           self.sampling_steps, self.sampling_noise)
+                x = self.schedule.p_sample(denoiser, x0, self.sampling_steps, self.sampling_noise)
                 x[:, 0] = float("-inf")  # never the padding item
                 self.diffusion_items[m, start : start + len(batch)] = torch.topk(x, self.rebuild_k, dim=1).indices
         self.diffusion_keep.copy_(torch.rand(self.diffusion_keep.shape, device=self.diffusion_keep.device) < self.keep_rate)
