@@ -7,7 +7,8 @@
 ``--tool hyperopt`` uses RecBole's HyperTuning; ``--tool ray`` uses Ray Tune with ASHA early
 stopping (``--ray-address`` for a cluster). Any other ``--key=value`` is a fixed config key.
 The output YAML works with ``run_recbole.py --config_files=FILE`` and
-``run_benchmark.py --model_config MODEL=FILE``.
+``run_benchmark.py --model_config MODEL=FILE``. Stopped with Ctrl-C (or ``kill PID``), a hyperopt search
+writes the best of the points it finished, says so in the YAML's header, and exits with status 130.
 """
 
 import argparse
@@ -36,11 +37,24 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _search(args, params_file, config_files, config_dict, choice_only) -> dict:
+    from recbole_metammf.benchmark.hyper import search_hyperopt, search_ray
+    from recbole_metammf.errors import ConfigError
+
+    if args.tool == "ray":
+        return search_ray(args.model, args.dataset, params_file, args.seed, config_files, config_dict,
+                          max_evals=args.max_evals, cpus_per_trial=args.cpus_per_trial, ray_address=args.ray_address)
+    if args.algo == "exhaustive" and not choice_only:
+        raise ConfigError(f"{params_file} has non-choice parameters: use --algo random or bayes")
+    return search_hyperopt(args.model, args.dataset, params_file, args.seed, config_files, config_dict,
+                           algo=args.algo, max_evals=args.max_evals or 20)
+
+
 def main(argv=None) -> dict:
     argv = sys.argv[1:] if argv is None else argv
     args, unknown = build_parser().parse_known_args(argv)
     import recbole_metammf  # noqa: F401  (registers the plugin)
-    from recbole_metammf.benchmark.hyper import parse_space, search_hyperopt, search_ray, write_best_config
+    from recbole_metammf.benchmark.hyper import parse_space, write_best_config
     from recbole_metammf.quick_start import ensure_builtin_dataset
 
     from recbole_metammf.checks import check_keys, preflight
@@ -63,23 +77,24 @@ def main(argv=None) -> dict:
         check_keys({name: f"search space {params_file}" for name in space}, get_model(args.model))
     ensure_builtin_dataset(args.model, args.dataset, config_files, config_dict)
     choice_only = all(kind == "choice" for kind, _ in space.values())
-    if args.tool == "ray":
-        result = search_ray(args.model, args.dataset, params_file, args.seed, config_files, config_dict,
-                            max_evals=args.max_evals, cpus_per_trial=args.cpus_per_trial,
-                            ray_address=args.ray_address)
-    else:
-        if args.algo == "exhaustive" and not choice_only:
-            raise ConfigError(f"{params_file} has non-choice parameters: use --algo random or bayes")
-        result = search_hyperopt(args.model, args.dataset, params_file, args.seed, config_files, config_dict,
-                                 algo=args.algo, max_evals=args.max_evals or 20)
+    try:
+        result = _search(args, params_file, config_files, config_dict, choice_only)
+    except KeyboardInterrupt:
+        print("Interrupted before any point finished: nothing written.", file=sys.stderr)
+        raise SystemExit(130) from None
     output = args.output or os.path.join("results", "hyper", f"{args.model}-{args.dataset}.yaml")
     command = "python run_hyper.py " + " ".join(shlex.quote(a) for a in argv)
     write_best_config(output, result, args.model, args.dataset, args.seed, command)
+    if result.get("interrupted"):
+        print(f"Interrupted after {len(result['points'])} finished point(s); the best of them: {result['best_params']} "
+              f"(validation {result['best_valid_score']}) -> {output}", file=sys.stderr)
+        raise SystemExit(130)
     print(f"best {result['best_params']} (validation {result['best_valid_score']}) -> {output}")
     return result
 
 
 if __name__ == "__main__":
-    from recbole_metammf.entry import run_cli
+    from recbole_metammf.entry import run_cli, stop_on_signals
 
+    stop_on_signals()  # Ctrl-C or `kill PID` keep the finished points (hyperopt; Ray Tune stops its own way)
     sys.exit(run_cli(main))

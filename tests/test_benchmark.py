@@ -402,6 +402,51 @@ def test_hyper_search_over_a_tiny_space_picks_the_best_point(planted, tmp_path, 
     assert config["learning_rate"] == 0.01
 
 
+def test_an_interrupted_hyper_search_writes_the_best_finished_point_and_says_so(planted, tmp_path, monkeypatch,
+                                                                                  capsys):
+    # Ctrl-C during the third of four points: the two finished ones are kept, the better one written, exit 130.
+    root, name = planted
+    conf = _data_yaml(root, name, tmp_path / "data.yaml", epochs=1)
+    space = tmp_path / "four.hyper"
+    space.write_text("learning_rate choice [0.001,0.002,0.003,0.004]\n")
+    from recbole_metammf.benchmark import hyper
+
+    calls = []
+
+    def fake_trial(model, dataset, seed, config_file_list, config_dict, **kw):
+        calls.append(config_dict["learning_rate"])
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        score = {0.001: .1, 0.002: .3, 0.003: .2, 0.004: .4}[config_dict["learning_rate"]]
+        return {"status": "ok", "best_valid_score": score, "best_epoch": 0, "best_valid_result": {},
+                "test_result": {}, "config": {"valid_metric_bigger": True}}
+
+    monkeypatch.setattr(hyper, "run_trial", fake_trial)
+    import run_hyper
+
+    out = tmp_path / "best.yaml"
+    with pytest.raises(SystemExit) as stop:
+        run_hyper.main(["--model", "BPR", "--dataset", name, "--params_file", str(space), "--config_files", conf,
+                        "--output", str(out)])
+    assert stop.value.code == 130 and len(calls) == 3
+    finished = {0.001: .1, 0.002: .3, 0.003: .2, 0.004: .4}
+    best = max(calls[:2], key=finished.get)  # hyperopt's order over the grid is its own
+    assert yaml.safe_load(out.read_text()) == {"learning_rate": best}
+    assert "interrupted" in out.read_text().splitlines()[1]
+    points = json.loads(out.with_suffix(".points.json").read_text())
+    assert points["interrupted"] is True and [p["params"]["learning_rate"] for p in points["points"]] == calls[:2]
+    assert "Interrupted after 2 finished point(s)" in capsys.readouterr().err
+
+    calls.clear()
+    out.unlink()
+    monkeypatch.setattr(hyper, "run_trial", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
+    with pytest.raises(SystemExit) as stop:  # before any point finished: nothing written
+        run_hyper.main(["--model", "BPR", "--dataset", name, "--params_file", str(space), "--config_files", conf,
+                        "--output", str(out)])
+    assert stop.value.code == 130 and not out.exists()
+    assert "nothing written" in capsys.readouterr().err
+
+
 def test_manifest_keeps_the_rows_of_earlier_runs_and_lists_each_command():
     from recbole_metammf.benchmark.report import produced_by
     from recbole_metammf.benchmark.store import merged_spec

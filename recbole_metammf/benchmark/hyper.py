@@ -60,7 +60,9 @@ def search_hyperopt(model, dataset, params_file, seed=2020, config_file_list=Non
     """RecBole's ``HyperTuning``; returns ``{'best_params', 'best_valid_score', 'points': [...]}``.
 
     The best point is taken from the recorded points (``HyperTuning.best_params`` treats a
-    best score of exactly 0 as "none yet").
+    best score of exactly 0 as "none yet"). Interrupted (Ctrl-C, ``kill``: :func:`entry.stop_on_signals`)
+    after at least one finished point, it returns the best of those with ``'interrupted': True``
+    (the point that was running is lost); before any, the interrupt goes on up.
     """
     from recbole.config import Config
     from recbole.trainer import HyperTuning
@@ -70,9 +72,16 @@ def search_hyperopt(model, dataset, params_file, seed=2020, config_file_list=Non
     points: list = []
     tuner = HyperTuning(_objective(model, dataset, seed, config_file_list, config_dict, points),
                         params_file=params_file, algo=algo, max_evals=max_evals, early_stop=early_stop)
-    tuner.run()
+    interrupted = False
+    try:
+        tuner.run()
+    except KeyboardInterrupt:
+        if not points:
+            raise
+        interrupted = True
     best = best_point(points, bigger)
-    return {"best_params": best["params"], "best_valid_score": best["best_valid_score"], "points": points}
+    out = {"best_params": best["params"], "best_valid_score": best["best_valid_score"], "points": points}
+    return {**out, "interrupted": True} if interrupted else out
 
 
 def _tune_space(space: dict, grid: bool):
@@ -151,7 +160,8 @@ def search_ray(model, dataset, params_file, seed=2020, config_file_list=None, co
 def write_best_config(path: str, result: dict, model: str, dataset: str, seed: int, command: str | None) -> None:
     """The best point as a YAML config (with where it came from in comments) and a JSON of all points beside it."""
     header = [f"# Best hyper-parameters of {model} on {dataset} (validation score {result['best_valid_score']}, "
-              f"seed {seed}),", f"# found {datetime.now(timezone.utc):%Y-%m-%d} over {len(result['points'])} point(s)"]
+              f"seed {seed}),", f"# found {datetime.now(timezone.utc):%Y-%m-%d} over {len(result['points'])} point(s)"
+              + (" (the search was interrupted: the best of the points it finished)" if result.get("interrupted") else "")]
     if command:
         header.append(f"# by: {command}")
     header.append("# Use: run_recbole.py --config_files=THIS  |  run_benchmark.py --model_config " + f"{model}=THIS")
