@@ -104,8 +104,28 @@ def test_log_parser_takes_the_test_of_the_best_validation_epoch():
     assert out["test"] == {"recall@10": 0.0460, "recall@20": 0.0662, "ndcg@10": 0.0239, "ndcg@20": 0.0290}
     assert out["best_valid"]["recall@20"] == 0.0651
     assert out["valid_curve"] == [[0, 0.0637], [1, 0.0651], [2, 0.0640]]
+    assert out["test_curve"] == [[0, 0.0656], [1, 0.0662], [2, 0.0700]]  # every epoch's test, the diagnostic
     # MMRec's own times where it prints them, the driver's where it does not
     assert out["epoch_train_times_s"] == [5.52, 3.90, 4.25] and out["median_epoch_s"] == 4.25
+
+
+def test_test_curves_fills_old_records_from_their_own_logs_only(tmp_path):
+    log = tmp_path / "run.log"
+    log.write_text(MMREC_LOG)
+    parsed = rc.parse_mmrec_log(MMREC_LOG)
+    old = {"side": "reference", "model": "LightGCN", "log": str(log), "valid_curve": parsed["valid_curve"]}
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "LightGCN__reference__seed1.json").write_text(json.dumps(old))
+    (tmp_path / "r" / "LightGCN__ours__seed1.json").write_text(json.dumps({**old, "side": "ours"}))
+    assert rc.cmd_test_curves(str(tmp_path / "r")) == ["LightGCN__reference__seed1.json"]
+    filled = json.loads((tmp_path / "r" / "LightGCN__reference__seed1.json").read_text())
+    assert filled == {**old, "test_curve": [[0, 0.0656], [1, 0.0662], [2, 0.0700]]}
+    assert "test_curve" not in json.loads((tmp_path / "r" / "LightGCN__ours__seed1.json").read_text())
+    assert rc.cmd_test_curves(str(tmp_path / "r")) == []  # done once
+    other = {**old, "valid_curve": [[0, 0.05]]}  # a log of another run
+    (tmp_path / "r" / "VBPR__reference__seed1.json").write_text(json.dumps(other))
+    with pytest.raises(ValueError, match="VBPR__reference__seed1.json: the validation curve .* not the record's"):
+        rc.cmd_test_curves(str(tmp_path / "r"))
 
 
 def test_log_parser_refuses_a_log_that_contradicts_itself():
