@@ -670,6 +670,15 @@ REFERENCE_PATCHES = {
         "the dense Laplacian's D^-1/2 A D^-1/2 by broadcasting instead of two products with a dense diagonal "
         "matrix (the same entries; a speed patch for LATTICE's item graph)",
     ),
+    # MMRec's early stopping resets its patience only on a strictly better validation score; RecBole's (ours) also on a
+    # tie. Scores are rounded to 4 decimals, so ties are common on a stalled curve (LGMRec's best .0515 at epoch 76
+    # is tied at 104, which MMRec's rule does not count).
+    "ties-reset-patience": (
+        os.path.join("utils", "utils.py"),
+        [("    if bigger:\n        if value > best:\n", "    if bigger:\n        if value >= best:  # refcheck: ties count, as RecBole\n")],
+        "early stopping resets its patience on a tie with the best validation score too, as RecBole's "
+        "(MMRec: only on a strictly better one)",
+    ),
 }
 
 

@@ -574,6 +574,26 @@ def test_each_reference_patch_applies_to_mmrecs_code(tmp_path, name):
     compile(after, str(path), "exec")
 
 
+@pytest.mark.skipif(not Path(rc.DEFAULT_MIRROR).is_dir(), reason="no git snapshot of enoche/MMRec here")
+def test_the_ties_patch_makes_mmrecs_early_stopping_count_a_tie_as_recbole_does(tmp_path):
+    from recbole.utils import early_stopping as recbole_rule
+
+    def rule(folder):
+        spec = importlib.util.spec_from_file_location(f"mmrec_utils_{folder.name}", folder / "src" / "utils" / "utils.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module.early_stopping
+
+    plain, patched = tmp_path / "plain", tmp_path / "patched"
+    for folder in (plain, patched):
+        rc.mmrec_checkout(rc.DEFAULT_MIRROR, str(folder))
+    rc.apply_reference_patch(str(patched), "ties-reset-patience")
+    # a tie with the best (.0515 again, 27 evaluations after it): MMRec counts it as no progress, RecBole resets
+    assert rule(plain)(0.0515, 0.0515, 27, 50)[:2] == (0.0515, 28)
+    assert rule(patched)(0.0515, 0.0515, 27, 50)[:2] == (0.0515, 0) == recbole_rule(0.0515, 0.0515, 27, 50)[:2]
+    assert rule(patched)(0.05, 0.0515, 27, 50)[:2] == (0.0515, 28)  # a worse score still counts
+
+
 @pytest.mark.skipif(not Path(rc.DEFAULT_MIRROR).is_dir() or importlib.util.find_spec("torch_geometric") is None,
                     reason="needs the git snapshot of enoche/MMRec and torch_geometric (MMRec's GRCN is built on it)")
 def test_mmrecs_grcn_routing_leaves_the_user_preferences_unchanged(tmp_path, monkeypatch):
