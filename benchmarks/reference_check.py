@@ -1785,9 +1785,9 @@ def write_table() -> None:
 
 def cmd_test_curves(results: str = RESULTS) -> list[str]:
     """Add ``test_curve`` (MMRec's per-epoch test Recall@20, a diagnostic) to MMRec records written before the
-    parser kept it, from the log each record names; a log whose validation curve is not the record's is refused.
-    Returns the files changed."""
-    changed = []
+    parser kept it, from the log each record names; a log whose validation curve is not the record's is refused
+    before any record is written. Returns the files changed."""
+    updates = []
     for name in sorted(os.listdir(results)):
         path = os.path.join(results, name)
         if not name.endswith(".json"):
@@ -1804,9 +1804,10 @@ def cmd_test_curves(results: str = RESULTS) -> list[str]:
             parsed = parse_mmrec_log(f.read())
         if parsed["valid_curve"] != record.get("valid_curve"):
             raise ValueError(f"{name}: the validation curve in {log} is not the record's; not that run's log")
-        _write_json(path, {**record, "test_curve": parsed["test_curve"]})
-        changed.append(name)
-    return changed
+        updates.append((name, path, {**record, "test_curve": parsed["test_curve"]}))
+    for _, path, record in updates:
+        _write_json(path, record)
+    return [name for name, _, _ in updates]
 
 
 def main(argv=None) -> None:

@@ -124,8 +124,10 @@ def test_test_curves_fills_old_records_from_their_own_logs_only(tmp_path):
     assert rc.cmd_test_curves(str(tmp_path / "r")) == []  # done once
     other = {**old, "valid_curve": [[0, 0.05]]}  # a log of another run
     (tmp_path / "r" / "VBPR__reference__seed1.json").write_text(json.dumps(other))
+    (tmp_path / "r" / "BPR__reference__seed1.json").write_text(json.dumps(old))  # would be filled, alone
     with pytest.raises(ValueError, match="VBPR__reference__seed1.json: the validation curve .* not the record's"):
         rc.cmd_test_curves(str(tmp_path / "r"))
+    assert json.loads((tmp_path / "r" / "BPR__reference__seed1.json").read_text()) == old  # nothing half-done
 
 
 def test_log_parser_refuses_a_log_that_contradicts_itself():
