@@ -576,24 +576,30 @@ def test_each_reference_patch_applies_to_mmrecs_code(tmp_path, name):
     compile(after, str(path), "exec")
 
 
-@pytest.mark.skipif(not Path(rc.DEFAULT_MIRROR).is_dir(), reason="no git snapshot of enoche/MMRec here")
-def test_the_ties_patch_makes_mmrecs_early_stopping_count_a_tie_as_recbole_does(tmp_path):
-    from recbole.utils import early_stopping as recbole_rule
-
-    def rule(folder):
+def _mmrec_utils_function(tmp_path, patch: str, name: str):
+    """``src/utils/utils.py``'s function ``name`` from a plain MMRec checkout and from one with ``patch``."""
+    def load(folder):
         spec = importlib.util.spec_from_file_location(f"mmrec_utils_{folder.name}", folder / "src" / "utils" / "utils.py")
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
-        return module.early_stopping
+        return getattr(module, name)
 
     plain, patched = tmp_path / "plain", tmp_path / "patched"
     for folder in (plain, patched):
         rc.mmrec_checkout(rc.DEFAULT_MIRROR, str(folder))
-    rc.apply_reference_patch(str(patched), "ties-reset-patience")
+    rc.apply_reference_patch(str(patched), patch)
+    return load(plain), load(patched)
+
+
+@pytest.mark.skipif(not Path(rc.DEFAULT_MIRROR).is_dir(), reason="no git snapshot of enoche/MMRec here")
+def test_the_ties_patch_makes_mmrecs_early_stopping_count_a_tie_as_recbole_does(tmp_path):
+    from recbole.utils import early_stopping as recbole_rule
+
+    plain, patched = _mmrec_utils_function(tmp_path, "ties-reset-patience", "early_stopping")
     # a tie with the best (.0515 again, 27 evaluations after it): MMRec counts it as no progress, RecBole resets
-    assert rule(plain)(0.0515, 0.0515, 27, 50)[:2] == (0.0515, 28)
-    assert rule(patched)(0.0515, 0.0515, 27, 50)[:2] == (0.0515, 0) == recbole_rule(0.0515, 0.0515, 27, 50)[:2]
-    assert rule(patched)(0.05, 0.0515, 27, 50)[:2] == (0.0515, 28)  # a worse score still counts
+    assert plain(0.0515, 0.0515, 27, 50)[:2] == (0.0515, 28)
+    assert patched(0.0515, 0.0515, 27, 50)[:2] == (0.0515, 0) == recbole_rule(0.0515, 0.0515, 27, 50)[:2]
+    assert patched(0.05, 0.0515, 27, 50)[:2] == (0.0515, 28)  # a worse score still counts
 
 
 @pytest.mark.skipif(not Path(rc.DEFAULT_MIRROR).is_dir() or importlib.util.find_spec("torch_geometric") is None,
@@ -638,17 +644,8 @@ def test_the_lattice_laplacian_patch_gives_mmrecs_entries_and_gradients(tmp_path
     rows all have neighbours: at a zero degree MMRec's own gradient is NaN)."""
     import torch
 
-    def load(folder):
-        spec = importlib.util.spec_from_file_location(f"mmrec_utils_{folder.name}", folder / "src" / "utils" / "utils.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module.compute_normalized_laplacian
-
-    plain, patched = tmp_path / "plain", tmp_path / "patched"
-    for folder in (plain, patched):
-        rc.mmrec_checkout(rc.DEFAULT_MIRROR, str(folder))
-    rc.apply_reference_patch(str(patched), "lattice-laplacian")
-    before, after = load(plain), load(patched)
+    before, after = _mmrec_utils_function(tmp_path, "lattice-laplacian", "compute_normalized_laplacian")
+    patched = tmp_path / "patched"
     assert "diagflat" not in (patched / "src" / "utils" / "utils.py").read_text().split("def get_sparse_laplacian")[0]
 
     g = torch.Generator().manual_seed(0)
