@@ -1541,8 +1541,12 @@ HYPOTHESES: dict[str, str] = {
               "ours with MMRec's negatives (LGMRec@patience50-cap300-trainedneg): test .0739 at 288; ours on raw "
               "features, as MMRec reads them (LGMRec@raw-patience50-cap300): test .0788 at 268, its validation "
               "following MMRec's all-item run to about epoch 140 and climbing on after it (20-epoch means .0565 to "
-              ".0690) where that run stays near .055. Neither alone makes ours stall. Next (queued): both at once, "
-              "MMRec's whole pipeline on our model (LGMRec@raw-patience50-cap300-trainedneg), then seeds 2021-2022",
+              ".0690) where that run stays near .055. Neither alone makes ours stall, nor both at once: MMRec's whole pipeline on our "
+              "model (LGMRec@raw-patience50-cap300-trainedneg) climbs to validation .0695 at epoch 283, test .0793 "
+              "(20-epoch means .0500, .0527, .0554 over epochs 100-159, where MMRec's are .0487 and .0488 until its "
+              "stop at 128). So the data pipeline does not explain the stall either; MMRec's run after epoch 128 is "
+              "not seen. Next (queued): MMRec with RecBole's stopping rule (LGMRec@patience50-cap300-ties, "
+              "`--reference-patch ties-reset-patience`), then seeds 2021-2022",
 }
 
 
