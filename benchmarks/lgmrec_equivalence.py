@@ -194,7 +194,11 @@ def noise_on(mmrec_cls, data, folder: Path, draws: int = 400) -> list[str]:
     ref, ours, pairs = build(mmrec_cls, m, v, t, 0.5, folder)
     ref.train(), ours.train()
 
+    p_ref = [a for _, a, _ in pairs]
+    p_ours = [b for _, _, b in pairs]
+
     def moments(loss_fn, params):
+        """Mean loss and gradients over the draws (with their standard errors); ours without its padding rows."""
         losses, grads = [], []
         for seed in range(draws):
             torch.manual_seed(seed)
@@ -203,27 +207,13 @@ def noise_on(mmrec_cls, data, folder: Path, draws: int = 400) -> list[str]:
             loss = loss_fn()
             loss.backward()
             losses.append(loss.item())
-            grads.append(torch.cat([g.flatten() for g in params_grads(params)]))
+            grads.append(torch.cat([_ours_rows(q, p.grad).flatten() for q, p in zip(p_ref, params)]))
         grads = torch.stack(grads)
         return np.mean(losses), np.std(losses) / np.sqrt(draws), grads.mean(0), grads.std(0) / np.sqrt(draws)
 
-    def params_grads(params):
-        return [p.grad for p in params]
-
-    p_ref = [a for _, a, _ in pairs]
-    p_ours = [b for _, _, b in pairs]
     a = moments(lambda: ref.calculate_loss(torch.stack([users, pos, neg])), p_ref)
     b = moments(lambda: ours.calculate_loss({"u": users + 1, "i": pos + 1, "neg_i": neg + 1}), p_ours)
-
-    def strip(flat):
-        out, k = [], 0
-        for q, p in zip(p_ref, p_ours):
-            x = flat[k:k + p.numel()].view(p.shape)
-            k += p.numel()
-            out.append(_ours_rows(q, x).flatten())
-        return torch.cat(out)
-
-    z = (a[2] - strip(b[2])) / torch.sqrt(a[3] ** 2 + strip(b[3]) ** 2 + 1e-12)
+    z = (a[2] - b[2]) / torch.sqrt(a[3] ** 2 + b[3] ** 2 + 1e-12)
     ref.eval(), ours.eval()
     with torch.no_grad():
         A = torch.stack([torch.cat(ref.forward()[:2]) for _ in range(300)])
