@@ -237,7 +237,12 @@ def main():
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        commit = extract_mmrec(os.path.abspath(args.mirror), tmp / "mmrec")
+        try:
+            commit = extract_mmrec(os.path.abspath(args.mirror), tmp / "mmrec")
+        except subprocess.CalledProcessError as err:
+            why = (err.stderr or "").strip().splitlines()
+            raise SystemExit(f"--mirror {args.mirror}: not a git snapshot of enoche/MMRec holding "
+                             f"{', '.join(MMREC_FILES)} ({why[-1] if why else err})")
         sys.path.insert(0, str(tmp / "mmrec"))
         from models.lgmrec import LGMRec as MMRecLGMRec
 
