@@ -773,12 +773,18 @@ def run_reference(model: str, seed: int, ours_cfg: dict, args) -> dict:
                          f"mmrec-driver --src . --model {MODELS[model]['reference']} --dataset {DATASET} "
                          f"--config {shlex.quote(json.dumps(config))}",
               "wall_time_s": round(wall, 1), "log": log_path}
+    return _finished(record, returncode, text, parse_mmrec_log, "no best-validation epoch in MMRec's log")
+
+
+def _finished(record: dict, returncode: int, text: str, parse, missing: str) -> dict:
+    """``record`` of a reference run completed from its exit status and output: ``ok`` with what ``parse``
+    reads from ``text``, or ``failed`` with the output's tail (a non-zero exit, or no selected epoch: ``missing``)."""
     if returncode != 0:
         record.update(status="failed", error=text[-3000:])
         return record
-    parsed = parse_mmrec_log(text)
+    parsed = parse(text)
     if "test" not in parsed:
-        record.update(status="failed", error="no best-validation epoch in MMRec's log: " + text[-2000:])
+        record.update(status="failed", error=f"{missing}: " + text[-2000:])
         return record
     record.update(status="ok", **parsed)
     return record
@@ -1399,15 +1405,7 @@ def run_diffmm_reference(model: str, seed: int, ours_cfg: dict, args) -> dict:
               "data": {"shared": args.diffmm_data, "copy": data_dir, "files": DIFFMM_DATA_FILES, "same_split": split},
               "command": f"cd {shlex.quote(src)} && OMP_NUM_THREADS=1 python Main.py {shlex.join(argv)}",
               "wall_time_s": round(wall, 1), "log": log_path}
-    if returncode != 0:
-        record.update(status="failed", error=text[-3000:])
-        return record
-    parsed = parse_diffmm_log(text)
-    if "test" not in parsed:
-        record.update(status="failed", error="no validation-selected epoch in DiffMM's output: " + text[-2000:])
-        return record
-    record.update(status="ok", **parsed)
-    return record
+    return _finished(record, returncode, text, parse_diffmm_log, "no validation-selected epoch in DiffMM's output")
 
 
 def cmd_diffmm_reference(args) -> None:

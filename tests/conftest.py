@@ -305,3 +305,26 @@ def assert_predict_agrees_with_full_sort(net, users=(1, 5, 9)) -> None:
                             net.ITEM_ID: torch.arange(n_items).repeat(len(users))})
         single = net.predict(pair).view(len(users), n_items)
     assert torch.isfinite(full).all() and torch.allclose(full, single, atol=1e-5)
+
+
+def assert_same_full_sort(net, other, users=(1, 2, 3)) -> None:
+    """In eval mode, ``other`` (a model loaded from ``net``'s state) ranks ``users`` as ``net`` does."""
+    import torch
+    from recbole.data.interaction import Interaction
+
+    net.eval(), other.eval()
+    batch = Interaction({net.USER_ID: torch.tensor(list(users))})
+    with torch.no_grad():
+        assert torch.allclose(net.full_sort_predict(batch), other.full_sort_predict(batch), atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """One local Ray for a module's in-process benchmarks (run_benchmark reuses it); skipped without Ray."""
+    ray = pytest.importorskip("ray")
+    from recbole_metammf.benchmark.runner import init_ray
+
+    started = init_ray()
+    yield
+    if started:
+        ray.shutdown()

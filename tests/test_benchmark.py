@@ -39,17 +39,6 @@ def _data_yaml(root, name, path, **extra):
     return str(path)
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    """One local Ray for the in-process benchmarks of this module (run_benchmark reuses it)."""
-    from recbole_metammf.benchmark.runner import init_ray
-
-    started = init_ray()
-    yield
-    if started:
-        ray.shutdown()
-
-
 # --- end to end --------------------------------------------------------------------------------
 def test_two_models_two_seeds_end_to_end_and_same_seed_same_metrics(planted, tmp_path, local_ray):
     from recbole_metammf.benchmark.plan import run_benchmark

@@ -14,12 +14,12 @@ import pytest
 import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
-from recbole.data.interaction import Interaction
 
 from conftest import (
     REPO,
     assert_learns_what_features_decide,
     assert_predict_agrees_with_full_sort,
+    assert_same_full_sort,
     build_model,
     write_planted_dataset,
 )
@@ -277,10 +277,7 @@ def test_checkpoint_evaluates_with_its_graphs(planted):
     assert other.modal_adj is None
     other.load_state_dict(net.state_dict())
     assert torch.equal(other.diffusion_keep, net.diffusion_keep)
-    net.eval(), other.eval()
-    users = Interaction({"user_id": torch.tensor([1, 2, 3])})
-    with torch.no_grad():
-        assert torch.allclose(net.full_sort_predict(users), other.full_sort_predict(users), atol=1e-5)
+    assert_same_full_sort(net, other)
 
 
 @pytest.mark.parametrize("with_audio", [True, False])

@@ -14,12 +14,12 @@ import pytest
 import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
-from recbole.data.interaction import Interaction
 
 from conftest import (
     REPO,
     assert_learns_what_features_decide,
     assert_predict_agrees_with_full_sort,
+    assert_same_full_sort,
     build_model,
     planted_config,
     write_planted_dataset,
@@ -207,10 +207,7 @@ def test_user_graph_resampled_each_epoch_and_kept_in_checkpoints(planted):
     assert not torch.equal(other.user_slots, net.user_slots)
     other.load_state_dict(net.state_dict())
     assert torch.equal(other.user_slots, net.user_slots)
-    net.eval(), other.eval()
-    users = Interaction({"user_id": torch.tensor([1, 2, 3])})
-    with torch.no_grad():
-        assert torch.allclose(net.full_sort_predict(users), other.full_sort_predict(users), atol=1e-5)
+    assert_same_full_sort(net, other)
 
 
 @pytest.mark.parametrize("with_audio", [True, False])

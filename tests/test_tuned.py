@@ -298,17 +298,6 @@ def test_rung_budgets_never_exceed_the_epoch_cap_and_the_last_stage_runs_to_it(t
 
 
 # --- a tiny tuned run end to end -----------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def local_ray():
-    ray = pytest.importorskip("ray")
-    from recbole_metammf.benchmark.runner import init_ray
-
-    started = init_ray()
-    yield
-    if started:
-        ray.shutdown()
-
-
 def test_tiny_tuned_run_picks_the_best_validation_config_and_resumes_with_nothing_to_do(planted, tmp_path, local_ray):
     from recbole_metammf.benchmark.trial import run_trial
     from recbole_metammf.benchmark.plan import run_tuned
