@@ -881,6 +881,10 @@ def run_ours(model: str, seed: int, args) -> dict:
         "protocol": trial.get("protocol"), "versions": trial.get("versions"), "threads": trial.get("threads"),
         "code_digest": trial.get("code_digest"),
     })
+    diagnostic = trial.get("diagnostic_best_test_over_epochs")
+    if diagnostic:  # run with diagnose_best_test_epoch: the test of every epoch, as MMRec logs it (never a result)
+        record["test_curve"] = [[p["epoch"], p["result"]["recall@20"]] for p in diagnostic["test_curve"]
+                                if "recall@20" in p["result"]]
     return record
 
 

@@ -194,6 +194,31 @@ def test_ours_runs_resume_from_their_snapshots(tmp_path, monkeypatch):
                                    {"data_path": "d", "epochs": 3}) != folder
 
 
+def test_ours_run_with_the_test_diagnostic_records_its_test_curve(tmp_path, monkeypatch):
+    """With ``diagnose_best_test_epoch`` our record keeps the test Recall@20 of every epoch as ``test_curve``
+    (MMRec's records keep theirs from its log); without it there is none."""
+    monkeypatch.setattr(rc, "ours_config", lambda model, data_path, extra: {"data_path": data_path, **(extra or {})})
+    monkeypatch.setattr(rc, "ours_code_digest", lambda ours_model: "code1")
+
+    def fake_run(cmd, cwd, log_path, append=False):
+        config = json.loads(cmd[cmd.index("--config") + 1])
+        trial = {"status": "ok", "epochs_run": 2, "best_epoch": 0, "best_valid_result": {}, "test_result": {},
+                 "valid_curve": [{"epoch": 0, "score": 0.2}, {"epoch": 1, "score": 0.1}], "train_time_s": 2.0}
+        if config.get("diagnose_best_test_epoch"):
+            trial["diagnostic_best_test_over_epochs"] = {"test_curve": [
+                {"epoch": 0, "result": {"recall@20": 0.25, "ndcg@20": 0.1}},
+                {"epoch": 1, "result": {"recall@20": 0.3, "ndcg@20": 0.2}}]}
+        with open(cmd[cmd.index("--out") + 1], "w") as f:
+            json.dump(trial, f)
+        return 0, 1.0, ""
+
+    monkeypatch.setattr(rc, "_run_logged", fake_run)
+    args = types.SimpleNamespace(tag=None, extra={"diagnose_best_test_epoch": True}, data_path="d", scratch=str(tmp_path))
+    assert rc.run_ours("LightGCN", 2020, args)["test_curve"] == [[0, 0.25], [1, 0.3]]
+    args.extra = {}
+    assert "test_curve" not in rc.run_ours("LightGCN", 2020, args)
+
+
 def test_settings_map_by_meaning():
     ours = {"learning_rate": 0.002, "train_batch_size": 1024, "epochs": 50, "stopping_step": 20,
             "id_embedding_size": 32, "content_embedding_size": 32, "reg_weight": 1e-4, "content_reg_weight": 1.0}
