@@ -86,14 +86,10 @@ def load_coo_pickle(path):
     one :class:`ConversionError` naming the file.
     """
     path = require_file(path)
-    try:
+    with _unpickling(path, "a pickled scipy.sparse.coo_matrix of numpy arrays is accepted",
+                     lambda e: f"not a readable pickle ({type(e).__name__}: {e})"):
         with open(path, "rb") as f:
             obj = COOUnpickler(f).load()
-    except pickle.UnpicklingError as e:
-        raise ConversionError(f"{path}: unsafe or corrupt pickle ({e}); only a pickled "
-                              "scipy.sparse.coo_matrix of numpy arrays is accepted") from None
-    except Exception as e:  # truncated file, bad opcode, ...
-        raise ConversionError(f"{path}: not a readable pickle ({type(e).__name__}: {e})") from None
     if not isinstance(obj, PickledCOO) or not hasattr(obj, "state"):
         raise ConversionError(f"{path}: holds a {type(obj).__name__}, expected a pickled "
                               "scipy.sparse.coo_matrix")
@@ -124,6 +120,18 @@ def restricted_loads(data):
     return RestrictedUnpickler(io.BytesIO(data)).load()
 
 
+@contextlib.contextmanager
+def _unpickling(path, accepted: str, unreadable):
+    """Reading ``path`` inside: a refused or corrupt pickle becomes one ConversionError naming the file and
+    saying what is accepted (``accepted``); any other failure (truncated file, bad header, ...) one with ``unreadable(error)``."""
+    try:
+        yield
+    except pickle.UnpicklingError as e:
+        raise ConversionError(f"{path}: unsafe or corrupt pickle ({e}); only {accepted}") from None
+    except Exception as e:
+        raise ConversionError(f"{path}: {unreadable(e)}") from None
+
+
 def require_file(path, what="file"):
     """Return ``path`` as a Path, raising ConversionError if it is not a file."""
     path = Path(path)
@@ -138,7 +146,7 @@ def load_npy(path):
     Returns a numpy array (a 0-d object array for a pickled dict).
     """
     path = require_file(path)
-    try:
+    with _unpickling(path, "lists, dicts, ints and numpy arrays are accepted", lambda e: f"not a valid .npy file ({e})"):
         with open(path, "rb") as f:
             version = np.lib.format.read_magic(f)
             read_header = {(1, 0): np.lib.format.read_array_header_1_0,
@@ -148,11 +156,6 @@ def load_npy(path):
                 f.seek(0)
                 return np.load(f, allow_pickle=False)
             obj = RestrictedUnpickler(f).load()
-    except pickle.UnpicklingError as e:
-        raise ConversionError(f"{path}: unsafe or corrupt pickle ({e}); only lists, dicts, "
-                              "ints and numpy arrays are accepted") from None
-    except Exception as e:  # bad magic, truncated header, ...
-        raise ConversionError(f"{path}: not a valid .npy file ({e})") from None
     if not isinstance(obj, np.ndarray):
         raise ConversionError(f"{path}: pickled payload is {type(obj).__name__}, not a numpy array")
     return obj
