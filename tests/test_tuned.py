@@ -286,6 +286,41 @@ def test_failed_search_trials_count_as_worst_and_rerun_only_while_their_rung_is_
     assert [a.trial.id for a in TunedPlan(spec, out).step()] == ["d__BPR__cfg3__r1"]  # rung 0 was used
 
 
+def test_the_progress_total_counts_the_trials_left_to_run_at_every_stage_of_a_resumed_search(tmp_path):
+    # four configurations, one rung, the best two to early stopping, seeds 1-2 (seed 1's final trial is the
+    # search trial copied): 4 + 2 + 1 runs in all; a second row is already complete and adds nothing
+    space = tmp_path / "lr.hyper"
+    space.write_text("learning_rate choice [0.001,0.01,0.05,0.1]\n")
+    spec = BenchmarkSpec(models=["BPR", "Pop"], datasets=["d"], seeds=[1, 2],
+                         tune={"configs": 4, "rungs": [1], "spaces": {"BPR": str(space), "Pop": str(space)}})
+    out = str(tmp_path / "out")
+
+    def finish(plan, actions, row="BPR"):
+        for a in actions:
+            if a.trial.row == row and a.kind == "run":
+                score = 0.1 + 0.01 * a.meta.get("config_index", a.meta.get("chosen_config_index", 0))
+                plan.put(a.sub, {**_fake_search_record(a.trial, score), **a.meta})
+            elif a.trial.row == row:
+                plan.put(a.sub, plan.copy(a))
+
+    def total():
+        plan = TunedPlan(spec, out)
+        plan.start()
+        return plan.progress[0]
+
+    plan = TunedPlan(spec, out)
+    for _ in range(3):  # the Pop row to its end (its copy file included), the BPR row untouched
+        finish(plan, plan.step(), row="Pop")
+    assert not [a for a in plan.step() if a.trial.row == "Pop"]
+    assert total() == 7
+    finish(plan, plan.step())  # BPR's rung 0
+    assert total() == 2 + 1
+    finish(plan, plan.step())  # its last search stage: seed 1's final trial is then a copy
+    assert total() == 1
+    finish(plan, plan.step())
+    assert total() == 0 and not TunedPlan(spec, out).start()
+
+
 def test_rung_budgets_never_exceed_the_epoch_cap_and_the_last_stage_runs_to_it(tmp_path):
     space = tmp_path / "lr.hyper"
     space.write_text("learning_rate choice [0.001,0.01,0.05,0.1]\n")

@@ -214,6 +214,7 @@ class TunedPlan:
         self.done: set = set()            # (sub, id) found finished by a step
         self.stale: dict = {}             # (sub, id) -> why it no longer matches
         self._records: dict = {}
+        self.left = 0                     # trials the last step foresaw to run (the progress bar's total)
         self.spaces = {row: row_space(spec, row) for row in spec.models}
         self.samples = {row: sample_configs(self.spaces[row][0], self.tune["configs"], self.seed, row)
                         for row in spec.models}
@@ -263,7 +264,7 @@ class TunedPlan:
     # the plan ------------------------------------------------------------------------------------
     def step(self) -> list[Action]:
         """Every action that can start now (search trials of the current rung, final trials, copies)."""
-        actions = []
+        actions, self.left = [], 0
         for di, dataset in enumerate(self.spec.datasets):
             settings = self.spec.settings(dataset)
             for ri, row in enumerate(self.spec.models):
@@ -306,6 +307,7 @@ class TunedPlan:
             if stale:
                 return []  # nothing more of this row runs beside a trial of other code, data or config
             if blocked:
+                self.left += len(actions) + self._trials_after(len(alive), r)
                 return actions
             if r < len(rungs):
                 alive = promote(alive, scores, self.tune["eta"], bigger)
@@ -330,16 +332,19 @@ class TunedPlan:
                                       (*order, len(rungs) + 1, int(seed)), source=source))
             else:
                 actions.append(Action("run", trial, "trials", meta, (*order, len(rungs) + 1, int(seed))))
-        return [] if stale else actions
+        if stale:
+            return []
+        self.left += sum(a.kind == "run" for a in actions)
+        return actions
 
-    def expected_trials(self) -> int:
-        """Trials a complete run holds when none fails (search trials plus final ones not copied)."""
-        n, total = self.tune["configs"], 0
-        for _ in self.tune["rungs"]:
-            total += n
+    def _trials_after(self, alive: int, rung: int) -> int:
+        """Trials a row still runs after its rung ``rung`` of ``alive`` configurations when none fails: the
+        later rungs' (each keeps the best ``ceil(n / eta)``) and its final seeds (the search seed's is copied)."""
+        n, total = alive, 0
+        for _ in range(rung, len(self.tune["rungs"])):
             n = max(1, math.ceil(n / self.tune["eta"]))
-        total += n + len(self.spec.seeds) - (self.seed in self.spec.seeds)
-        return total * len(self.spec.models) * len(self.spec.datasets)
+            total += n
+        return total + len(self.spec.seeds) - (self.seed in self.spec.seeds)
 
     # as a planner of the runner ----------------------------------------------------------------------
     def start(self) -> list[Action]:
@@ -366,7 +371,8 @@ class TunedPlan:
 
     @property
     def progress(self):
-        return max(self.expected_trials() - len(self.existing), 0), "tuned trials", True
+        # what the first step planned: each row's missing trials of its current stage and every later one
+        return self.left, "tuned trials", True
 
     def finish(self, action: Action, record: dict, fingerprint: str, parts: dict, cpus_per_trial: int) -> dict:
         """A worker's trial record as the tuned run stores it: its own id, fingerprint, row and stage."""
