@@ -77,6 +77,31 @@ def test_two_models_two_seeds_end_to_end_and_same_seed_same_metrics(planted, tmp
     assert other_seed["test_result"] != first["test_result"]
 
 
+def test_the_progress_bar_names_each_running_trials_last_validated_epoch(planted, tmp_path, local_ray):
+    """A trial's task reports every validation to the run's tracker, whose status gives the bar each running
+    trial's last epoch and score (a trial of hours shows where it is); an ended trial leaves the status."""
+    from recbole_metammf.benchmark.runner import _remote_functions, running_postfix
+
+    root, name = planted
+    conf = _data_yaml(root, name, tmp_path / "data.yaml", epochs=3)
+    trial = BenchmarkSpec(models=["BPR"], datasets=[name], seeds=[1], config_files=[conf]).trials()[0]
+    Tracker, trial_task = _remote_functions(1)
+    tracker = Tracker.remote()
+    record = ray.get(trial_task.remote(trial, os.getcwd(), 1, tracker))
+    assert record["status"] == "ok" and len(record["valid_curve"]) == 3
+    assert ray.get(tracker.reported.remote(trial.id)) == 3  # each validation, as it happened
+    assert ray.get(tracker.status.remote()) == (0, {}, {})  # ended: not on the bar any more
+
+    ray.get(tracker.start.remote("d__A__cfg1__r0"))
+    ray.get(tracker.validated.remote("d__A__cfg1__r0", 13, 0.09851))
+    ray.get(tracker.validated.remote("gone", 2, 0.5))  # not running: ignored
+    assert ray.get(tracker.status.remote())[2] == {"d__A__cfg1__r0": (13, 0.09851)}
+    assert running_postfix(ray.get(tracker.status.remote())[2]) == "d__A__cfg1__r0 epoch 13 valid 0.0985"
+    latest = {"c": (1, 0.1), "a": (5, 0.2), "b": (0, 0.3)}
+    assert running_postfix(latest) == "a epoch 5 valid 0.2000; b epoch 0 valid 0.3000; +1 more"
+    assert running_postfix({}) == ""
+
+
 def test_failing_trial_is_recorded_and_others_finish(planted, tmp_path, local_ray):
     from recbole_metammf.benchmark.plan import run_benchmark
 

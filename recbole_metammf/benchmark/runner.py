@@ -132,20 +132,35 @@ def _remote_functions(cpus_per_trial: int):
         def __init__(self):
             self.running = set()
             self.attempts = {}  # trial id -> [(node id, pid), ...] in start order
+            self.latest = {}    # running trial id -> (epoch, score) of its last validation
+            self.validations = {}  # trial id -> validations reported (the last attempt's)
 
         def start(self, trial_id, node_id=None, pid=None):
             self.running.add(trial_id)
             self.attempts.setdefault(trial_id, []).append((node_id, pid))
+            self.validations.pop(trial_id, None)  # an attempt counts its own
 
         def end(self, trial_id):
             self.running.discard(trial_id)
+            self.latest.pop(trial_id, None)
+
+        def validated(self, trial_id, epoch, score):
+            """A running trial's validation (``CurveRecorder``'s ``on_epoch``; replayed ones too on resume)."""
+            if trial_id in self.running:
+                self.latest[trial_id] = (int(epoch), float(score))
+                self.validations[trial_id] = self.validations.get(trial_id, 0) + 1
+
+        def reported(self, trial_id):
+            return self.validations.get(trial_id, 0)
 
         def count(self):
             return len(self.running)
 
         def status(self):
-            """(trials running now, {trial id: attempts} of the trials started more than once)."""
-            return len(self.running), {t: a for t, a in self.attempts.items() if len(a) > 1}
+            """(trials running now, {trial id: attempts} of the trials started more than once,
+            {running trial id: (epoch, score) of its last validation})."""
+            return (len(self.running), {t: a for t, a in self.attempts.items() if len(a) > 1},
+                    {t: self.latest[t] for t in self.running if t in self.latest})
 
     @ray.remote(num_cpus=cpus_per_trial, max_calls=1, max_retries=1)
     def trial_task(trial: Trial, cwd: str, threads: int, tracker, snapshots: str | None = None):
@@ -165,7 +180,8 @@ def _remote_functions(cpus_per_trial: int):
             resume.activate(snapshots)
         try:
             record = run_trial(trial.model, trial.dataset, trial.seed, list(trial.config_files) or None,
-                               dict(trial.config_dict))
+                               dict(trial.config_dict),
+                               on_epoch=lambda point: tracker.validated.remote(trial.id, point["epoch"], point["score"]))
             record = add_resume_info(record, resume.deactivate())
             record["ray_node_id"] = node_id  # which node of a cluster ran it
             return record
@@ -173,6 +189,16 @@ def _remote_functions(cpus_per_trial: int):
             tracker.end.remote(trial.id)
 
     return Tracker, trial_task
+
+
+def running_postfix(latest: dict, limit: int = 2) -> str:
+    """The progress bar's word on the running trials: each one's last validated epoch (RecBole's 0-based
+    count) and score, the first ``limit`` by id, then how many more; "" before any has validated."""
+    items = sorted(latest.items())
+    parts = [f"{tid} epoch {epoch} valid {score:.4f}" for tid, (epoch, score) in items[:limit]]
+    if len(items) > limit:
+        parts.append(f"+{len(items) - limit} more")
+    return "; ".join(parts)
 
 
 def init_ray(ray_address=None, verbose: bool = False) -> bool:
@@ -340,13 +366,15 @@ def _loop(planner, actions: list, cpus_per_trial: int, summary: dict, progress: 
             if ready:
                 actions = _copy_reused(planner, planner.step(), summary)
             try:
-                n_running, retried = ray.get(tracker.status.remote(), timeout=5)
+                n_running, retried, latest = ray.get(tracker.status.remote(), timeout=5)
                 for trial_id, attempts in retried.items():
                     report_lost(trial_id, attempts)
             except Exception:
-                n_running = "?"
+                n_running, latest = "?", {}
             copied = f", copied {len(summary['reused'])}" if summary.get("reused") else ""
-            bar.set_postfix_str(f"done {bar.n - n_failed}, running {n_running}, failed {n_failed}{copied}")
+            where = running_postfix(latest)
+            bar.set_postfix_str(f"done {bar.n - n_failed}, running {n_running}, failed {n_failed}{copied}"
+                                + (f"; {where}" if where else ""))
     except KeyboardInterrupt:
         bar.write("Interrupted: finished trials are saved; run the same command again to resume.")
         for ref in pending:
