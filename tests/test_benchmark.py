@@ -86,17 +86,39 @@ def test_the_progress_bar_names_each_running_trials_last_validated_epoch(planted
     conf = _data_yaml(root, name, tmp_path / "data.yaml", epochs=3)
     trial = BenchmarkSpec(models=["BPR"], datasets=[name], seeds=[1], config_files=[conf]).trials()[0]
     Tracker, trial_task = _remote_functions(1)
-    tracker = Tracker.remote()
-    record = ray.get(trial_task.remote(trial, os.getcwd(), 1, tracker))
-    assert record["status"] == "ok" and len(record["valid_curve"]) == 3
-    assert ray.get(tracker.reported.remote(trial.id)) == 3  # each validation, as it happened
-    assert ray.get(tracker.status.remote()) == (0, {}, {})  # ended: not on the bar any more
 
+    @ray.remote(num_cpus=0)
+    class Calls:  # what the task tells its tracker, in order
+        def __init__(self):
+            self.calls = []
+
+        def start(self, trial_id, node_id=None, pid=None):
+            self.calls.append(("start", trial_id))
+
+        def validated(self, trial_id, epoch, score):
+            self.calls.append(("validated", trial_id, epoch, score))
+
+        def end(self, trial_id):
+            self.calls.append(("end", trial_id))
+
+        def seen(self):
+            return self.calls
+
+    calls = Calls.remote()
+    record = ray.get(trial_task.remote(trial, os.getcwd(), 1, calls))
+    assert record["status"] == "ok" and len(record["valid_curve"]) == 3
+    assert ray.get(calls.seen.remote()) == (  # each validation as it happened, between start and end
+        [("start", trial.id)] + [("validated", trial.id, p["epoch"], p["score"]) for p in record["valid_curve"]]
+        + [("end", trial.id)])
+
+    tracker = Tracker.remote()
     ray.get(tracker.start.remote("d__A__cfg1__r0"))
     ray.get(tracker.validated.remote("d__A__cfg1__r0", 13, 0.09851))
     ray.get(tracker.validated.remote("gone", 2, 0.5))  # not running: ignored
     assert ray.get(tracker.status.remote())[2] == {"d__A__cfg1__r0": (13, 0.09851)}
     assert running_postfix(ray.get(tracker.status.remote())[2]) == "d__A__cfg1__r0 epoch 13 valid 0.0985"
+    ray.get(tracker.end.remote("d__A__cfg1__r0"))
+    assert ray.get(tracker.status.remote()) == (0, {}, {})  # ended: not on the bar any more
     latest = {"c": (1, 0.1), "a": (5, 0.2), "b": (0, 0.3)}
     assert running_postfix(latest) == "a epoch 5 valid 0.2000; b epoch 0 valid 0.3000; +1 more"
     assert running_postfix({}) == ""

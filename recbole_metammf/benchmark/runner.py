@@ -133,12 +133,10 @@ def _remote_functions(cpus_per_trial: int):
             self.running = set()
             self.attempts = {}  # trial id -> [(node id, pid), ...] in start order
             self.latest = {}    # running trial id -> (epoch, score) of its last validation
-            self.validations = {}  # trial id -> validations reported (the last attempt's)
 
         def start(self, trial_id, node_id=None, pid=None):
             self.running.add(trial_id)
             self.attempts.setdefault(trial_id, []).append((node_id, pid))
-            self.validations.pop(trial_id, None)  # an attempt counts its own
 
         def end(self, trial_id):
             self.running.discard(trial_id)
@@ -148,13 +146,6 @@ def _remote_functions(cpus_per_trial: int):
             """A running trial's validation (``CurveRecorder``'s ``on_epoch``; replayed ones too on resume)."""
             if trial_id in self.running:
                 self.latest[trial_id] = (int(epoch), float(score))
-                self.validations[trial_id] = self.validations.get(trial_id, 0) + 1
-
-        def reported(self, trial_id):
-            return self.validations.get(trial_id, 0)
-
-        def count(self):
-            return len(self.running)
 
         def status(self):
             """(trials running now, {trial id: attempts} of the trials started more than once,

@@ -198,8 +198,12 @@ def rank(candidates, scores: dict, bigger: bool = True) -> list[int]:
 
 def promote(alive, scores: dict, eta: int, bigger: bool = True) -> list[int]:
     """The best ``ceil(len(alive) / eta)`` configurations of a rung (at least one), in index order."""
-    keep = max(1, math.ceil(len(alive) / eta))
-    return sorted(rank(alive, scores, bigger)[:keep])
+    return sorted(rank(alive, scores, bigger)[:kept(len(alive), eta)])
+
+
+def kept(n: int, eta: int) -> int:
+    """How many of a rung's ``n`` configurations go on: ``ceil(n / eta)``, at least one."""
+    return max(1, math.ceil(n / eta))
 
 
 class TunedPlan:
@@ -339,10 +343,10 @@ class TunedPlan:
 
     def _trials_after(self, alive: int, rung: int) -> int:
         """Trials a row still runs after its rung ``rung`` of ``alive`` configurations when none fails: the
-        later rungs' (each keeps the best ``ceil(n / eta)``) and its final seeds (the search seed's is copied)."""
+        later rungs' (each keeps :func:`kept` of the one before) and its final seeds (the search seed's is copied)."""
         n, total = alive, 0
         for _ in range(rung, len(self.tune["rungs"])):
-            n = max(1, math.ceil(n / self.tune["eta"]))
+            n = kept(n, self.tune["eta"])
             total += n
         return total + len(self.spec.seeds) - (self.seed in self.spec.seeds)
 
@@ -371,7 +375,8 @@ class TunedPlan:
 
     @property
     def progress(self):
-        # what the first step planned: each row's missing trials of its current stage and every later one
+        # what the last step planned (before the run loop: the first, after any copies): each row's missing
+        # trials of its current stage and every later one
         return self.left, "tuned trials", True
 
     def finish(self, action: Action, record: dict, fingerprint: str, parts: dict, cpus_per_trial: int) -> dict:
