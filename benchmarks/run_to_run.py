@@ -32,7 +32,7 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from reference_check import _machine_label  # the per-seed table's label of a record's machine (benchmarks/)
+from refcheck.page import machine_label  # the per-seed table's label of a record's machine (benchmarks/refcheck/)
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -114,7 +114,7 @@ def write_page(records: list[dict]) -> None:
         curve = " ".join(f"{s:.4f}" for _, s in r["valid_curve"])
         env = ", ".join(f"`{k}={v}`" for k, v in r["env"].items()) or "—"
         parts = "—" if r["parts_at"] is None else str(r["parts_at"])
-        lines.append(f"| {r['model']} | {r['commit']} | {r['run']} | {env} | {_machine_label(r['machine'])} | {curve} | {parts} |")
+        lines.append(f"| {r['model']} | {r['commit']} | {r['run']} | {env} | {machine_label(r['machine'])} | {curve} | {parts} |")
     earlier = []
     for model in sorted({r["model"] for r in records}):
         first = next(r for r in records if r["model"] == model)
@@ -123,7 +123,7 @@ def write_page(records: list[dict]) -> None:
             old = json.loads(path.read_text())
             curve = old["valid_curve"][:first["epochs"]]
             parts = first_parting(first["valid_curve"], curve)
-            earlier.append(f"| {model} | {old.get('finished_at', '?')[:10]} | {_machine_label(old.get('machine'))} | "
+            earlier.append(f"| {model} | {old.get('finished_at', '?')[:10]} | {machine_label(old.get('machine'))} | "
                            f"{' '.join(f'{s:.4f}' for _, s in curve)} | {'—' if parts is None else parts} |")
     if earlier:
         lines += ["", "The same model, seed and settings in the reference check's run (`reference_check/MODEL__ours__"

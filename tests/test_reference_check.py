@@ -1,4 +1,5 @@
-"""benchmarks/reference_check.py, its pure parts: MMRec's data layout, MMRec's log, the settings map."""
+"""benchmarks/reference_check.py and its parts (benchmarks/refcheck/): MMRec's data layout, MMRec's log, the settings
+map, the runs' bookkeeping, DiffMM's patches, the table."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ REPO = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("reference_check", REPO / "benchmarks" / "reference_check.py")
 rc = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(rc)
+# its parts (benchmarks/refcheck/); a test patches a name in the module that owns it, where its callers look it up
+shared, ours_side, mmrec_side, diffmm_side, page = rc.shared, rc.ours_side, rc.mmrec_side, rc.diffmm_side, rc.page
 
 
 def _write_tiny(root: Path, name: str = "tiny", item_rows: dict | None = None) -> Path:
@@ -38,7 +41,7 @@ def _write_tiny(root: Path, name: str = "tiny", item_rows: dict | None = None) -
 
 def test_layout_rows_labels_ids_and_feature_order(tmp_path):
     src = _write_tiny(tmp_path)
-    info = rc.write_mmrec_layout(str(src), "tiny", str(tmp_path / "out"))
+    info = mmrec_side.write_mmrec_layout(str(src), "tiny", str(tmp_path / "out"))
     folder = tmp_path / "out" / "tiny"
     lines = (folder / "tiny.inter").read_text().splitlines()
     assert lines[0] == "userID\titemID\tx_label"
@@ -62,7 +65,7 @@ def test_layout_rows_labels_ids_and_feature_order(tmp_path):
 def test_layout_refuses_an_item_without_features_and_writes_nothing(tmp_path):
     src = _write_tiny(tmp_path, item_rows={2: ([1, 1], [1, 1]), 7: ([2, 2], [2, 2]), 10: ([3, 3], [3, 3])})
     with pytest.raises(ValueError, match=r"tiny\.item: 1 interacted items have no 'visual' row \(first: '20'\)"):
-        rc.write_mmrec_layout(str(src), "tiny", str(tmp_path / "out"))
+        mmrec_side.write_mmrec_layout(str(src), "tiny", str(tmp_path / "out"))
     assert not (tmp_path / "out").exists()
 
 
@@ -99,7 +102,7 @@ recall@10: 0.0470    recall@20: 0.0700    ndcg@10: 0.0241    ndcg@20: 0.0301
 
 
 def test_log_parser_takes_the_test_of_the_best_validation_epoch():
-    out = rc.parse_mmrec_log(MMREC_LOG)
+    out = mmrec_side.parse_mmrec_log(MMREC_LOG)
     assert out["best_epoch"] == 1 and out["epochs_run"] == 3 and out["stopped_early"]
     assert out["test"] == {"recall@10": 0.0460, "recall@20": 0.0662, "ndcg@10": 0.0239, "ndcg@20": 0.0290}
     assert out["best_valid"]["recall@20"] == 0.0651
@@ -112,35 +115,35 @@ def test_log_parser_takes_the_test_of_the_best_validation_epoch():
 def test_test_curves_fills_old_records_from_their_own_logs_only(tmp_path):
     log = tmp_path / "run.log"
     log.write_text(MMREC_LOG)
-    parsed = rc.parse_mmrec_log(MMREC_LOG)
+    parsed = mmrec_side.parse_mmrec_log(MMREC_LOG)
     old = {"side": "reference", "model": "LightGCN", "log": str(log), "valid_curve": parsed["valid_curve"]}
     (tmp_path / "r").mkdir()
     (tmp_path / "r" / "LightGCN__reference__seed1.json").write_text(json.dumps(old))
     (tmp_path / "r" / "LightGCN__ours__seed1.json").write_text(json.dumps({**old, "side": "ours"}))
-    assert rc.cmd_test_curves(str(tmp_path / "r")) == ["LightGCN__reference__seed1.json"]
+    assert mmrec_side.cmd_test_curves(str(tmp_path / "r")) == ["LightGCN__reference__seed1.json"]
     filled = json.loads((tmp_path / "r" / "LightGCN__reference__seed1.json").read_text())
     assert filled == {**old, "test_curve": [[0, 0.0656], [1, 0.0662], [2, 0.0700]]}
     assert "test_curve" not in json.loads((tmp_path / "r" / "LightGCN__ours__seed1.json").read_text())
-    assert rc.cmd_test_curves(str(tmp_path / "r")) == []  # done once
+    assert mmrec_side.cmd_test_curves(str(tmp_path / "r")) == []  # done once
     other = {**old, "valid_curve": [[0, 0.05]]}  # a log of another run
     (tmp_path / "r" / "VBPR__reference__seed1.json").write_text(json.dumps(other))
     (tmp_path / "r" / "BPR__reference__seed1.json").write_text(json.dumps(old))  # would be filled, alone
     with pytest.raises(ValueError, match="VBPR__reference__seed1.json: the validation curve .* not the record's"):
-        rc.cmd_test_curves(str(tmp_path / "r"))
+        mmrec_side.cmd_test_curves(str(tmp_path / "r"))
     assert json.loads((tmp_path / "r" / "BPR__reference__seed1.json").read_text()) == old  # nothing half-done
 
 
 def test_log_parser_refuses_a_log_that_contradicts_itself():
     bad = MMREC_LOG.replace("best eval result in epoch 1", "best eval result in epoch 0")
     with pytest.raises(ValueError, match="epoch 0.*last update was epoch 1"):
-        rc.parse_mmrec_log(bad)
+        mmrec_side.parse_mmrec_log(bad)
 
 
 def test_recbole_epoch_times_through_colour_codes():
     text = ("\x1b[1;32mepoch 0 training\x1b[0m [\x1b[1;34mtime\x1b[0m: 1.23s, \x1b[1;34mtrain loss\x1b[0m: 9.1]\n"
             "\x1b[1;32mepoch 0 evaluating\x1b[0m [\x1b[1;34mtime\x1b[0m: 0.40s, valid_score: 0.1]\n"
             "epoch 1 training [time: 2.50s, train loss: 8.0]\n")
-    assert rc.parse_recbole_epoch_times(text) == [1.23, 2.50]
+    assert ours_side.parse_recbole_epoch_times(text) == [1.23, 2.50]
 
 
 def test_recbole_epoch_times_of_a_resumed_run_are_each_epochs_last_trained():
@@ -151,17 +154,17 @@ def test_recbole_epoch_times_of_a_resumed_run_are_each_epochs_last_trained():
              "training goes on at epoch 4\n"
     replay = "".join(f"epoch {e} training [time: 0.00s, train loss: 1.0]\n" for e in range(4))
     second = "".join(f"epoch {e} training [time: {3 + e / 10:.2f}s, train loss: 1.0]\n" for e in range(4, 7))
-    assert rc.parse_recbole_epoch_times(first + marker + replay + second) == [1.0, 1.1, 1.2, 1.3, 3.4, 3.5, 3.6]
+    assert ours_side.parse_recbole_epoch_times(first + marker + replay + second) == [1.0, 1.1, 1.2, 1.3, 3.4, 3.5, 3.6]
     # a run that started over (epoch 0 trained anew, no resume line) drops the stopped run's epochs
     again = "".join(f"epoch {e} training [time: 5.00s, train loss: 1.0]\n" for e in range(2))
-    assert rc.parse_recbole_epoch_times(first + again) == [5.0, 5.0]
+    assert ours_side.parse_recbole_epoch_times(first + again) == [5.0, 5.0]
 
 
 def test_ours_runs_resume_from_their_snapshots(tmp_path, monkeypatch):
     """run_ours hands the driver a snapshot folder keyed by code and config, appends to the log when that
     folder holds a snapshot, and removes it once the run is recorded; another key's folder goes."""
-    monkeypatch.setattr(rc, "ours_config", lambda model, data_path, extra: {"data_path": data_path, **(extra or {})})
-    monkeypatch.setattr(rc, "ours_code_digest", lambda ours_model: "code1")
+    monkeypatch.setattr(ours_side, "ours_config", lambda model, data_path, extra: {"data_path": data_path, **(extra or {})})
+    monkeypatch.setattr(ours_side, "ours_code_digest", lambda ours_model: "code1")
     args = types.SimpleNamespace(tag=None, extra={"epochs": 3}, data_path="d", scratch=str(tmp_path))
     calls = []
 
@@ -174,31 +177,31 @@ def test_ours_runs_resume_from_their_snapshots(tmp_path, monkeypatch):
             json.dump(trial, f)
         return 0, 1.0, "epoch 0 training [time: 1.00s, train loss: 1]\n"
 
-    monkeypatch.setattr(rc, "_run_logged", fake_run)
-    folder = rc.ours_snapshot_folder(str(tmp_path / "ours-run"), "LightGCN", 2020, "LightGCN", {"data_path": "d", "epochs": 3})
+    monkeypatch.setattr(shared, "run_logged", fake_run)
+    folder = ours_side.ours_snapshot_folder(str(tmp_path / "ours-run"), "LightGCN", 2020, "LightGCN", {"data_path": "d", "epochs": 3})
     stale = tmp_path / "ours-run" / ".resume" / "LightGCN__seed2020__0000000000000000"
     stale.mkdir(parents=True)
     other_seed = tmp_path / "ours-run" / ".resume" / "LightGCN__seed2021__0000000000000000"
     other_seed.mkdir()
     os.makedirs(folder)
     (tmp_path / "ours-run" / ".resume" / os.path.basename(folder) / "state.pt").write_text("x")
-    record = rc.run_ours("LightGCN", 2020, args)
+    record = ours_side.run_ours("LightGCN", 2020, args)
     cmd, append = calls[-1]
     assert cmd[cmd.index("--snapshots") + 1] == folder and append is True
     assert record["resumed"] == {"at_epoch": 2} and record["status"] == "ok"
     assert not os.path.exists(folder) and not stale.exists() and other_seed.exists()
-    rc.run_ours("LightGCN", 2020, args)  # no snapshot left: a fresh run overwrites the log
+    ours_side.run_ours("LightGCN", 2020, args)  # no snapshot left: a fresh run overwrites the log
     assert calls[-1][1] is False
-    monkeypatch.setattr(rc, "ours_code_digest", lambda ours_model: "code2")  # other code: another folder
-    assert rc.ours_snapshot_folder(str(tmp_path / "ours-run"), "LightGCN", 2020, "LightGCN",
+    monkeypatch.setattr(ours_side, "ours_code_digest", lambda ours_model: "code2")  # other code: another folder
+    assert ours_side.ours_snapshot_folder(str(tmp_path / "ours-run"), "LightGCN", 2020, "LightGCN",
                                    {"data_path": "d", "epochs": 3}) != folder
 
 
 def test_ours_run_with_the_test_diagnostic_records_its_test_curve(tmp_path, monkeypatch):
     """With ``diagnose_best_test_epoch`` our record keeps the test Recall@20 of every epoch as ``test_curve``
     (MMRec's records keep theirs from its log); without it there is none."""
-    monkeypatch.setattr(rc, "ours_config", lambda model, data_path, extra: {"data_path": data_path, **(extra or {})})
-    monkeypatch.setattr(rc, "ours_code_digest", lambda ours_model: "code1")
+    monkeypatch.setattr(ours_side, "ours_config", lambda model, data_path, extra: {"data_path": data_path, **(extra or {})})
+    monkeypatch.setattr(ours_side, "ours_code_digest", lambda ours_model: "code1")
 
     def fake_run(cmd, cwd, log_path, append=False):
         config = json.loads(cmd[cmd.index("--config") + 1])
@@ -212,46 +215,46 @@ def test_ours_run_with_the_test_diagnostic_records_its_test_curve(tmp_path, monk
             json.dump(trial, f)
         return 0, 1.0, ""
 
-    monkeypatch.setattr(rc, "_run_logged", fake_run)
+    monkeypatch.setattr(shared, "run_logged", fake_run)
     args = types.SimpleNamespace(tag=None, extra={"diagnose_best_test_epoch": True}, data_path="d", scratch=str(tmp_path))
-    assert rc.run_ours("LightGCN", 2020, args)["test_curve"] == [[0, 0.25], [1, 0.3]]
+    assert ours_side.run_ours("LightGCN", 2020, args)["test_curve"] == [[0, 0.25], [1, 0.3]]
     args.extra = {}
-    assert "test_curve" not in rc.run_ours("LightGCN", 2020, args)
+    assert "test_curve" not in ours_side.run_ours("LightGCN", 2020, args)
 
 
 def test_settings_map_by_meaning():
     ours = {"learning_rate": 0.002, "train_batch_size": 1024, "epochs": 50, "stopping_step": 20,
             "id_embedding_size": 32, "content_embedding_size": 32, "reg_weight": 1e-4, "content_reg_weight": 1.0}
-    cfg = rc.mmrec_config("VBPR", ours, 7, "/data")
+    cfg = mmrec_side.mmrec_config("VBPR", ours, 7, "/data")
     assert cfg["embedding_size"] == 32 and cfg["reg_weight"] == 1.0  # MMRec's reg is on the scored vectors
     assert cfg["learning_rate"] == 0.002 and cfg["stopping_step"] == 20 and cfg["epochs"] == 50
     assert cfg["seed"] == [7] and cfg["hyper_parameters"] == ["seed"] and cfg["data_path"] == "/data/"
     freedom = {**ours, "embedding_size": 64, "knn_k": 10, "n_mm_layers": 1, "n_ui_layers": 2, "edge_prune_ratio": 0.8,
                "modal_loss_weight": 1e-4, "modality_weights": [1.0, 3.0], "modality_fields": ["visual", "acoustic"]}
-    cfg = rc.mmrec_config("FREEDOM", freedom, 7, "/data")
+    cfg = mmrec_side.mmrec_config("FREEDOM", freedom, 7, "/data")
     assert cfg["mm_image_weight"] == 0.25 and cfg["dropout"] == 0.8 and cfg["reg_weight"] == 1e-4
-    assert rc.mmrec_config("FREEDOM", {**freedom, "modality_weights": None}, 7, "/data")["mm_image_weight"] == 0.5
+    assert mmrec_side.mmrec_config("FREEDOM", {**freedom, "modality_weights": None}, 7, "/data")["mm_image_weight"] == 0.5
     del ours["content_reg_weight"]
     with pytest.raises(ValueError, match="no 'content_reg_weight' for MMRec's 'reg_weight'"):
-        rc.mmrec_config("VBPR", ours, 7, "/data")
+        mmrec_side.mmrec_config("VBPR", ours, 7, "/data")
 
 
 def test_lattice_settings_map_and_our_reference_keys(tmp_path):
     ours = {"learning_rate": 0.0005, "train_batch_size": 2048, "epochs": 100, "stopping_step": 10,
             "embedding_size": 64, "feat_embedding_size": 32, "knn_k": 10, "lambda_coeff": 0.9, "n_layers": 1,
             "n_ui_layers": 3, "reg_weight": 0.0}
-    cfg = rc.mmrec_config("LATTICE", ours, 7, "/data")
+    cfg = mmrec_side.mmrec_config("LATTICE", ours, 7, "/data")
     assert cfg["feat_embed_dim"] == 32 and cfg["lambda_coeff"] == 0.9 and cfg["learning_rate"] == 0.0005
     assert cfg["weight_size"] == [64, 64, 64]  # MMRec's LightGCN layers = len(weight_size)
     assert cfg["reg_weight"] == 0.0  # ours has no L2 on the scored vectors unless content_reg_weight is set
-    assert rc.mmrec_config("LATTICE", {**ours, "content_reg_weight": 1e-4}, 7, "/data")["reg_weight"] == 1e-4
+    assert mmrec_side.mmrec_config("LATTICE", {**ours, "content_reg_weight": 1e-4}, 7, "/data")["reg_weight"] == 1e-4
     # our side: the model's reference keys over the YAML, --set over both
-    given = rc.ours_config("LATTICE", str(tmp_path), {"item_graph_update": "every_step"})
+    given = ours_side.ours_config("LATTICE", str(tmp_path), {"item_graph_update": "every_step"})
     assert given["data_path"] == str(tmp_path) and given["ui_graph_norm"] == "mean_self_loops"
     assert given["item_graph_mode"] == "mix_first" and given["finetune_features"] is True
     assert given["require_pow"] is True and given["item_graph_update"] == "every_step"
-    assert rc.ours_config("FREEDOM", str(tmp_path), {})["finetune_features"] is True
-    assert "finetune_features" not in rc.ours_config("VBPR", str(tmp_path), {})
+    assert ours_side.ours_config("FREEDOM", str(tmp_path), {})["finetune_features"] is True
+    assert "finetune_features" not in ours_side.ours_config("VBPR", str(tmp_path), {})
 
 
 def test_our_reference_keys_are_the_models_own():
@@ -260,7 +263,7 @@ def test_our_reference_keys_are_the_models_own():
     import yaml
 
     base_keys = {"require_pow"}  # MultimodalRecommender reads it when given
-    for model, spec in rc.MODELS.items():
+    for model, spec in shared.MODELS.items():
         path = REPO / "properties" / "model" / f"{spec['ours']}.yaml"
         defined = yaml.safe_load(path.read_text()) if path.is_file() else {}
         for key, value in spec.get("ours_set", {}).items():
@@ -268,7 +271,7 @@ def test_our_reference_keys_are_the_models_own():
             assert type(value) is type(defined.get(key, value)), (model, key)
     from recbole_metammf.model import lattice
 
-    set_ = rc.MODELS["LATTICE"]["ours_set"]
+    set_ = shared.MODELS["LATTICE"]["ours_set"]
     assert set_["ui_graph_norm"] in lattice.UI_GRAPH_NORMS and set_["item_graph_mode"] in lattice.ITEM_GRAPH_MODES
     assert set_["item_graph_update"] in lattice.ITEM_GRAPH_UPDATES
 
@@ -279,8 +282,8 @@ def _run(recall, ndcg, best, times):
 
 def test_table_means_relative_difference_and_verdict(monkeypatch):
     # a difference beyond the bar is "to explain" (with its open hypothesis) until a run explains it
-    monkeypatch.setattr(rc, "EXPLANATIONS", {"BM3": "shown by a run"})
-    monkeypatch.setattr(rc, "HYPOTHESES", {"VBPR": "a guess"})
+    monkeypatch.setattr(page, "EXPLANATIONS", {"BM3": "shown by a run"})
+    monkeypatch.setattr(page, "HYPOTHESES", {"VBPR": "a guess"})
     results = {
         "BM3": {"ours": {1: _run(0.0800, 0.030, 40, [1.0])}, "reference": {1: _run(0.0600, 0.025, 1, [1.0])}},
         "LightGCN": {"ours": {1: _run(0.0930, 0.045, 50, [1.0, 3.0]), 2: _run(0.0890, 0.043, 40, [2.0])},
@@ -288,7 +291,7 @@ def test_table_means_relative_difference_and_verdict(monkeypatch):
         "VBPR": {"ours": {1: _run(0.0560, 0.020, 20, [2.0])}, "reference": {1: _run(0.0450, 0.017, 30, [1.0])}},
         "FREEDOM": {"ours": {1: _run(0.0900, 0.040, 60, [1.0])}},
     }
-    rows = {r["model"]: r for r in rc.table_rows(results)}
+    rows = {r["model"]: r for r in page.table_rows(results)}
     lg = rows["LightGCN"]
     assert lg["ours_recall@20"] == pytest.approx(0.0910) and lg["reference_recall@20"] == pytest.approx(0.0890)
     assert lg["rel_diff_recall@20"] == pytest.approx(0.0020 / 0.0890)
@@ -299,26 +302,26 @@ def test_table_means_relative_difference_and_verdict(monkeypatch):
     assert rows["FREEDOM"]["verdict"] == "incomplete" and rows["FREEDOM"]["rel_diff_recall@20"] is None
     # unequal seed sets: each side's mean over its own seeds, the difference over the seeds both ran
     results["BM3"]["reference"][2] = _run(0.0300, 0.010, 3, [1.0])
-    bm3 = {r["model"]: r for r in rc.table_rows(results)}["BM3"]
+    bm3 = {r["model"]: r for r in page.table_rows(results)}["BM3"]
     assert bm3["reference_recall@20"] == pytest.approx(0.0450) and bm3["paired_seeds"] == [1]
     assert bm3["rel_diff_recall@20"] == pytest.approx(0.0200 / 0.0600)
     # a tagged row beyond the bar is a diagnostic of its model's hypothesis, not a row to explain
     results["VBPR@raw"] = results["VBPR"]
-    assert {r["model"]: r for r in rc.table_rows(results)}["VBPR@raw"]["verdict"] == "diagnostic (for VBPR)"
+    assert {r["model"]: r for r in page.table_rows(results)}["VBPR@raw"]["verdict"] == "diagnostic (for VBPR)"
 
 
 def test_welch_p_by_hand_and_in_the_table():
     # means 2 and 5, variances 1 and 1: t = -3 / sqrt(2/3) = -3.674, Welch's df = 4, two-sided p = 0.0213
-    assert rc.welch_p([1.0, 2.0, 3.0], [4.0, 5.0, 6.0]) == pytest.approx(0.02131, abs=1e-4)
+    assert page.welch_p([1.0, 2.0, 3.0], [4.0, 5.0, 6.0]) == pytest.approx(0.02131, abs=1e-4)
     from scipy import stats
 
     a, b = [0.0618, 0.0799, 0.0799], [0.0725, 0.0663, 0.0661, 0.0700]
-    assert rc.welch_p(a, b) == pytest.approx(stats.ttest_ind(a, b, equal_var=False).pvalue)
-    assert rc.welch_p([0.1], [0.2, 0.3]) is None and rc.welch_p([0.1, 0.1], [0.2, 0.2]) is None
+    assert page.welch_p(a, b) == pytest.approx(stats.ttest_ind(a, b, equal_var=False).pvalue)
+    assert page.welch_p([0.1], [0.2, 0.3]) is None and page.welch_p([0.1, 0.1], [0.2, 0.2]) is None
     results = {"LightGCN": {"ours": {1: _run(0.0930, 0.045, 50, [1.0]), 2: _run(0.0890, 0.043, 40, [2.0])},
                             "reference": {1: _run(0.0900, 0.044, 45, [4.0]), 2: _run(0.0880, 0.042, 47, [2.0])}}}
-    row = rc.table_rows(results)[0]
-    assert row["welch_p_recall@20"] == pytest.approx(rc.welch_p([0.0930, 0.0890], [0.0900, 0.0880]))
+    row = page.table_rows(results)[0]
+    assert row["welch_p_recall@20"] == pytest.approx(page.welch_p([0.0930, 0.0890], [0.0900, 0.0880]))
 
 
 def test_each_run_records_its_cpu_and_the_page_names_it(monkeypatch):
@@ -349,10 +352,10 @@ def test_each_run_records_its_cpu_and_the_page_names_it(monkeypatch):
     if os.path.isdir(cache):
         level, size = (open(os.path.join(cache, f)).read().strip() for f in ("level", "size"))
         assert m["caches"].startswith(f"L{level}") and size in m["caches"].split(",")[0]
-    assert rc._stamp({})["machine"] == m
-    assert rc._machine_label(m).startswith(f"{m['cpu']}, ")
-    assert rc._machine_label({"cpu": "X", "cpu_capability": "AVX2", "cpu_flags_sha256": "abc"}) == "X, AVX2, flags abc"
-    assert rc._machine_label(None) == "—"
+    assert shared.stamp_record({})["machine"] == m
+    assert page.machine_label(m).startswith(f"{m['cpu']}, ")
+    assert page.machine_label({"cpu": "X", "cpu_capability": "AVX2", "cpu_flags_sha256": "abc"}) == "X, AVX2, flags abc"
+    assert page.machine_label(None) == "—"
 
 
 def test_a_run_of_the_script_stamps_its_record_without_the_package_installed(tmp_path):
@@ -362,7 +365,7 @@ def test_a_run_of_the_script_stamps_its_record_without_the_package_installed(tmp
     import subprocess
     import sys
 
-    code = ("import runpy, json; g = runpy.run_path(%r); print(json.dumps(g['_stamp']({})['machine']))"
+    code = ("import runpy, json; g = runpy.run_path(%r); print(json.dumps(g['shared'].stamp_record({})['machine']))"
             % str(REPO / "benchmarks" / "reference_check.py"))
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
@@ -379,15 +382,15 @@ def torch_capability():
 def test_dragon_cpu_patch_applies_once_and_refuses_a_changed_file(tmp_path):
     models = tmp_path / "src" / "models"
     models.mkdir(parents=True)
-    old, new = rc.DRAGON_CPU_PATCH
+    old, new = mmrec_side.DRAGON_CPU_PATCH
     (models / "dragon.py").write_text(f"a = 1\n        self.result_embed = nn.Parameter(\n            {old}\nb = 2\n")
-    rc.patch_dragon_for_cpu(str(tmp_path))
-    rc.patch_dragon_for_cpu(str(tmp_path))  # idempotent
+    mmrec_side.patch_dragon_for_cpu(str(tmp_path))
+    mmrec_side.patch_dragon_for_cpu(str(tmp_path))  # idempotent
     text = (models / "dragon.py").read_text()
     assert text.count(new) == 1 and text.count(".data.to(self.device)") == 1 and text.startswith("a = 1\n")
     (models / "dragon.py").write_text("self.result_embed = something_else\n")
     with pytest.raises(RuntimeError, match="dragon.py: DRAGON's CPU patch expects its anchor once, found 0"):
-        rc.patch_dragon_for_cpu(str(tmp_path))
+        mmrec_side.patch_dragon_for_cpu(str(tmp_path))
     assert (models / "dragon.py").read_text() == "self.result_embed = something_else\n"
 
 
@@ -397,22 +400,22 @@ def test_torch_scatter_stand_in_sums_by_index_as_the_extension_does():
     src = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0])
     index = torch.tensor([2, 0, 2, 4, 0])
     # MMRec's call: scatter_add(edge_weight, row, dim=0, dim_size=num_nodes); node 1, 3 and 5 get nothing
-    assert rc._scatter_add(src, index, dim=0, dim_size=6).tolist() == [7.0, 0.0, 4.0, 0.0, 4.0, 0.0]
-    assert rc._scatter_add(src, index).tolist() == [7.0, 0.0, 4.0, 0.0, 4.0]  # size from the largest index
+    assert mmrec_side._scatter_add(src, index, dim=0, dim_size=6).tolist() == [7.0, 0.0, 4.0, 0.0, 4.0, 0.0]
+    assert mmrec_side._scatter_add(src, index).tolist() == [7.0, 0.0, 4.0, 0.0, 4.0]  # size from the largest index
     rows = torch.arange(6.0).view(3, 2)  # a 1-d index broadcast along dim 0 of a matrix
-    assert rc._scatter_add(rows, torch.tensor([1, 0, 1]), dim=0).tolist() == [[2.0, 3.0], [4.0, 6.0]]
-    assert rc._torch_scatter_shim().scatter_add is rc._scatter_add
+    assert mmrec_side._scatter_add(rows, torch.tensor([1, 0, 1]), dim=0).tolist() == [[2.0, 3.0], [4.0, 6.0]]
+    assert mmrec_side._torch_scatter_shim().scatter_add is mmrec_side._scatter_add
 
 
 def test_mmrec_keys_it_searches_and_we_do_not_map_get_its_first_grid_value():
     # MMRec's DRAGON.yaml: aggr_mode ['add'] and two mapped keys in its grid; embedding_size is no grid key
     dragon_yaml = {"aggr_mode": ["add"], "learning_rate": [0.1, 0.01], "reg_weight": [0.1, 0.01],
                    "mlp": [64, 32], "hyper_parameters": ["aggr_mode", "reg_weight", "learning_rate"]}
-    assert rc.mmrec_grid_firsts(dragon_yaml) == {"aggr_mode": "add", "learning_rate": 0.1, "reg_weight": 0.1}
+    assert mmrec_side.mmrec_grid_firsts(dragon_yaml) == {"aggr_mode": "add", "learning_rate": 0.1, "reg_weight": 0.1}
     ours = {"learning_rate": 1e-4, "train_batch_size": 2048, "epochs": 100, "stopping_step": 10,
             "embedding_size": 64, "n_mm_layers": 1, "knn_k": 10, "reg_weight": 1e-3,
             "modality_weights": [0.1, 0.9]}
-    cfg = rc.mmrec_config("DRAGON", ours, 7, "/data", dragon_yaml)
+    cfg = mmrec_side.mmrec_config("DRAGON", ours, 7, "/data", dragon_yaml)
     assert cfg["aggr_mode"] == "add"  # a string, as MMRec's grid gives it, not the list
     assert (cfg["learning_rate"], cfg["reg_weight"]) == (1e-4, 1e-3)  # our mapped values win
     assert "mlp" not in cfg and cfg["hyper_parameters"] == ["seed"]
@@ -421,17 +424,17 @@ def test_mmrec_keys_it_searches_and_we_do_not_map_get_its_first_grid_value():
 def test_mmrec_graph_caches_are_cleared_before_a_reference_run(tmp_path):
     for name in ("mm_adj_10.pt", "image_adj_10_True.pt", "image_feat.npy", "tiktok-diffmm.inter"):
         (tmp_path / name).write_text("x")
-    assert rc.clear_mmrec_graph_caches(str(tmp_path)) == ["image_adj_10_True.pt", "mm_adj_10.pt"]
+    assert mmrec_side.clear_mmrec_graph_caches(str(tmp_path)) == ["image_adj_10_True.pt", "mm_adj_10.pt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["image_feat.npy", "tiktok-diffmm.inter"]
 
 
 def test_a_tagged_run_reuses_the_reference_run_only_when_mmrec_is_given_the_same(tmp_path, monkeypatch):
     ours = {"learning_rate": 1e-3, "train_batch_size": 2048, "epochs": 100, "stopping_step": 10,
             "embedding_size": 64, "n_layers": 2, "reg_weight": 1e-4, "standardize_modalities": False}
-    monkeypatch.setattr(rc, "RESULTS", str(tmp_path))
-    monkeypatch.setattr(rc, "resolve_ours", lambda model, data_path, extra: {**ours, **(extra or {})})
-    monkeypatch.setattr(rc, "read_mmrec_model_yaml", lambda checkout, model: {})
-    config = rc.mmrec_config("LightGCN", ours, 2020, str(tmp_path / "data"))
+    monkeypatch.setattr(shared, "RESULTS", str(tmp_path))
+    monkeypatch.setattr(ours_side, "resolve_ours", lambda model, data_path, extra: {**ours, **(extra or {})})
+    monkeypatch.setattr(mmrec_side, "read_mmrec_model_yaml", lambda checkout, model: {})
+    config = mmrec_side.mmrec_config("LightGCN", ours, 2020, str(tmp_path / "data"))
     base = {"status": "ok", "side": "reference", "model": "LightGCN", "seed": 2020, "config": config,
             "test": {"recall@20": 0.09}, "finished_at": "then"}
     (tmp_path / "LightGCN__reference__seed2020.json").write_text(json.dumps(base))
@@ -443,7 +446,7 @@ def test_a_tagged_run_reuses_the_reference_run_only_when_mmrec_is_given_the_same
     assert rc.reusable_run("LightGCN", 2020, "reference", deeper) is None  # MMRec would get n_layers 3: run it
     assert rc.reusable_run("LightGCN", 2021, "reference", raw) is None  # no run of that seed
     # a tagged row's unpatched run of the same MMRec config serves too; a patched one never
-    seed2021 = {**base, "seed": 2021, "config": rc.mmrec_config("LightGCN", ours, 2021, str(tmp_path / "data"))}
+    seed2021 = {**base, "seed": 2021, "config": mmrec_side.mmrec_config("LightGCN", ours, 2021, str(tmp_path / "data"))}
     (tmp_path / "LightGCN@other__reference__seed2021.json").write_text(json.dumps({**seed2021, "reference_patch": "x"}))
     assert rc.reusable_run("LightGCN", 2021, "reference", raw) is None
     (tmp_path / "LightGCN@p50__reference__seed2021.json").write_text(json.dumps(seed2021))
@@ -452,7 +455,7 @@ def test_a_tagged_run_reuses_the_reference_run_only_when_mmrec_is_given_the_same
     patched = types.SimpleNamespace(tag="p", extra={}, data_path="d", scratch=str(tmp_path), reference_patch="x")
     assert rc.reusable_run("LightGCN", 2020, "reference", patched) is None  # a patched reference always runs
     # ours: reused when its overrides are the untagged run's (a reference-only change such as a patch)
-    monkeypatch.setattr(rc, "ours_config", lambda model, data_path, extra: {"data_path": data_path, **(extra or {})})
+    monkeypatch.setattr(ours_side, "ours_config", lambda model, data_path, extra: {"data_path": data_path, **(extra or {})})
     (tmp_path / "LightGCN__ours__seed2020.json").write_text(json.dumps(
         {"status": "ok", "config": {"data_path": "d"}, "test": {"recall@20": 0.1}}))
     assert rc.reusable_run("LightGCN", 2020, "ours", patched)["test"] == {"recall@20": 0.1}
@@ -462,9 +465,9 @@ def test_a_tagged_run_reuses_the_reference_run_only_when_mmrec_is_given_the_same
 def test_ours_reuses_another_rows_run_only_on_the_same_config_and_code(tmp_path, monkeypatch):
     """A row that changes only the reference (a patch) needs no second run of ours: ours reuses any tagged
     row's run of the model with the same overrides and the same code digest, never one of other code."""
-    monkeypatch.setattr(rc, "RESULTS", str(tmp_path))
-    monkeypatch.setattr(rc, "ours_config", lambda model, data_path, extra: {"data_path": data_path, **(extra or {})})
-    monkeypatch.setattr(rc, "ours_code_digest", lambda ours_model: "new")
+    monkeypatch.setattr(shared, "RESULTS", str(tmp_path))
+    monkeypatch.setattr(ours_side, "ours_config", lambda model, data_path, extra: {"data_path": data_path, **(extra or {})})
+    monkeypatch.setattr(ours_side, "ours_code_digest", lambda ours_model: "new")
     setting = {"n_routing": 0, "stopping_step": 50}
     config = {"data_path": "d", **setting}
 
@@ -507,18 +510,18 @@ def test_the_trained_item_negatives_patch_draws_only_items_with_a_training_row(m
     sampler = Sampler(["train", "valid", "test"], [train, phase([1], [3]), phase([2], [4])])
     np.random.seed(0)
     assert set(sampler._uni_sampling(2000)) == set(range(1, 10))  # RecBole: every item
-    rc.apply_ours_patch("trained-item-negatives")
+    ours_side.apply_ours_patch("trained-item-negatives")
     assert set(sampler._uni_sampling(2000)) == {2, 5, 7, 9}
     negatives = sampler.set_phase("train").sample_by_user_ids(torch.tensor([1] * 500), torch.tensor([2] * 500), 1).numpy()
     assert set(negatives) == {7, 9}  # user 1 trained on 2 and 5
     with pytest.raises(ValueError, match="unknown ours patch"):
-        rc.apply_ours_patch("no-such-patch")
+        ours_side.apply_ours_patch("no-such-patch")
 
 
 def test_a_patched_ours_row_neither_reuses_nor_lends_unpatched_runs(tmp_path, monkeypatch):
-    monkeypatch.setattr(rc, "RESULTS", str(tmp_path))
-    monkeypatch.setattr(rc, "ours_config", lambda model, data_path, extra: {"data_path": data_path, **(extra or {})})
-    monkeypatch.setattr(rc, "ours_code_digest", lambda ours_model: "new")
+    monkeypatch.setattr(shared, "RESULTS", str(tmp_path))
+    monkeypatch.setattr(ours_side, "ours_config", lambda model, data_path, extra: {"data_path": data_path, **(extra or {})})
+    monkeypatch.setattr(ours_side, "ours_code_digest", lambda ours_model: "new")
     config = {"data_path": "d", "epochs": 300}
     record = {"status": "ok", "config": config, "code_digest": "new", "test": {"recall@20": 0.07}}
     (tmp_path / "LGMRec@cap300__ours__seed2020.json").write_text(json.dumps(record))
@@ -533,7 +536,7 @@ def test_a_patched_ours_row_neither_reuses_nor_lends_unpatched_runs(tmp_path, mo
     assert rc.reusable_run("LGMRec", 2020, "ours", plain) is None  # never the patched run
     patched.tag = "cap300-trainedneg-again"
     assert rc.reusable_run("LGMRec", 2020, "ours", patched)["test"] == {"recall@20": 0.05}
-    folders = {rc.ours_snapshot_folder(str(tmp_path / "w"), "L", 2020, "LGMRec", config, p)
+    folders = {ours_side.ours_snapshot_folder(str(tmp_path / "w"), "L", 2020, "LGMRec", config, p)
                for p in (None, "trained-item-negatives")}
     assert len(folders) == 2  # a patched run never resumes an unpatched snapshot
 
@@ -547,8 +550,8 @@ def test_reuse_on_a_fresh_scratch_extracts_mmrec_first(tmp_path, monkeypatch):
             "embedding_size": 64, "n_layers": 2, "reg_weight": 1e-4}
     results, scratch = tmp_path / "results", tmp_path / "scratch"
     results.mkdir()
-    monkeypatch.setattr(rc, "RESULTS", str(results))
-    monkeypatch.setattr(rc, "resolve_ours", lambda model, data_path, extra: {**ours, **(extra or {})})
+    monkeypatch.setattr(shared, "RESULTS", str(results))
+    monkeypatch.setattr(ours_side, "resolve_ours", lambda model, data_path, extra: {**ours, **(extra or {})})
     extracted = []
 
     def fake_checkout(mirror, dest):
@@ -558,8 +561,8 @@ def test_reuse_on_a_fresh_scratch_extracts_mmrec_first(tmp_path, monkeypatch):
         extracted.append((mirror, dest))
         return "abc"
 
-    monkeypatch.setattr(rc, "mmrec_checkout", fake_checkout)
-    config = rc.mmrec_config("LightGCN", ours, 2020, str(scratch / "data"),
+    monkeypatch.setattr(mmrec_side, "mmrec_checkout", fake_checkout)
+    config = mmrec_side.mmrec_config("LightGCN", ours, 2020, str(scratch / "data"),
                              {"aggr_mode": ["add"], "hyper_parameters": ["aggr_mode"]})
     assert config["aggr_mode"] == "add"
     (results / "LightGCN__reference__seed2020.json").write_text(json.dumps({"status": "ok", "config": config}))
@@ -571,29 +574,29 @@ def test_reuse_on_a_fresh_scratch_extracts_mmrec_first(tmp_path, monkeypatch):
 
 
 def test_reference_patch_applies_once_in_its_own_copy_and_refuses_a_changed_file(tmp_path):
-    rel, pairs, _ = rc.REFERENCE_PATCHES["mmgcn-trained"]
+    rel, pairs, _ = mmrec_side.REFERENCE_PATCHES["mmgcn-trained"]
     path = tmp_path / "src" / rel
     path.parent.mkdir(parents=True)
     original = "class MMGCN:\n" + "".join(f"    {old}\n" for old, _ in pairs)
     path.write_text(original)
-    rc.apply_reference_patch(str(tmp_path), "mmgcn-trained")
-    rc.apply_reference_patch(str(tmp_path), "mmgcn-trained")  # idempotent
+    mmrec_side.apply_reference_patch(str(tmp_path), "mmgcn-trained")
+    mmrec_side.apply_reference_patch(str(tmp_path), "mmgcn-trained")  # idempotent
     text = path.read_text()
     assert text.count("nn.Parameter(") == 3 and "requires_grad=True" not in text
     path.write_text("class MMGCN:\n    pass\n")
     with pytest.raises(RuntimeError, match="mmgcn.py: reference patch mmgcn-trained expects its anchor once, found 0"):
-        rc.apply_reference_patch(str(tmp_path), "mmgcn-trained")
+        mmrec_side.apply_reference_patch(str(tmp_path), "mmgcn-trained")
     assert path.read_text() == "class MMGCN:\n    pass\n"
 
 
-@pytest.mark.skipif(not Path(rc.DEFAULT_MIRROR).is_dir(), reason="no git snapshot of enoche/MMRec here")
-@pytest.mark.parametrize("name", sorted(rc.REFERENCE_PATCHES))
+@pytest.mark.skipif(not Path(mmrec_side.DEFAULT_MIRROR).is_dir(), reason="no git snapshot of enoche/MMRec here")
+@pytest.mark.parametrize("name", sorted(mmrec_side.REFERENCE_PATCHES))
 def test_each_reference_patch_applies_to_mmrecs_code(tmp_path, name):
-    rc.mmrec_checkout(rc.DEFAULT_MIRROR, str(tmp_path))
-    rel, pairs, _ = rc.REFERENCE_PATCHES[name]
+    mmrec_side.mmrec_checkout(mmrec_side.DEFAULT_MIRROR, str(tmp_path))
+    rel, pairs, _ = mmrec_side.REFERENCE_PATCHES[name]
     path = tmp_path / "src" / rel
     before = path.read_text()
-    rc.apply_reference_patch(str(tmp_path), name)
+    mmrec_side.apply_reference_patch(str(tmp_path), name)
     after = path.read_text()
     for old, new in pairs:
         assert before.count(old) == 1 and new not in before and new in after
@@ -611,12 +614,12 @@ def _mmrec_utils_function(tmp_path, patch: str, name: str):
 
     plain, patched = tmp_path / "plain", tmp_path / "patched"
     for folder in (plain, patched):
-        rc.mmrec_checkout(rc.DEFAULT_MIRROR, str(folder))
-    rc.apply_reference_patch(str(patched), patch)
+        mmrec_side.mmrec_checkout(mmrec_side.DEFAULT_MIRROR, str(folder))
+    mmrec_side.apply_reference_patch(str(patched), patch)
     return load(plain), load(patched)
 
 
-@pytest.mark.skipif(not Path(rc.DEFAULT_MIRROR).is_dir(), reason="no git snapshot of enoche/MMRec here")
+@pytest.mark.skipif(not Path(mmrec_side.DEFAULT_MIRROR).is_dir(), reason="no git snapshot of enoche/MMRec here")
 def test_the_ties_patch_makes_mmrecs_early_stopping_count_a_tie_as_recbole_does(tmp_path):
     from recbole.utils import early_stopping as recbole_rule
 
@@ -627,7 +630,7 @@ def test_the_ties_patch_makes_mmrecs_early_stopping_count_a_tie_as_recbole_does(
     assert patched(0.05, 0.0515, 27, 50)[:2] == (0.0515, 28)  # a worse score still counts
 
 
-@pytest.mark.skipif(not Path(rc.DEFAULT_MIRROR).is_dir() or importlib.util.find_spec("torch_geometric") is None,
+@pytest.mark.skipif(not Path(mmrec_side.DEFAULT_MIRROR).is_dir() or importlib.util.find_spec("torch_geometric") is None,
                     reason="needs the git snapshot of enoche/MMRec and torch_geometric (MMRec's GRCN is built on it)")
 def test_mmrecs_grcn_routing_leaves_the_user_preferences_unchanged(tmp_path, monkeypatch):
     """The claim behind the GRCN row's explanation: MMRec's routing messages reach items only (edges
@@ -637,7 +640,7 @@ def test_mmrecs_grcn_routing_leaves_the_user_preferences_unchanged(tmp_path, mon
 
     import torch
 
-    rc.mmrec_checkout(rc.DEFAULT_MIRROR, str(tmp_path))
+    mmrec_side.mmrec_checkout(mmrec_side.DEFAULT_MIRROR, str(tmp_path))
     monkeypatch.syspath_prepend(str(tmp_path / "src"))
     for name in [m for m in sys.modules if m == "models" or m.startswith(("models.", "common."))]:
         monkeypatch.delitem(sys.modules, name)
@@ -661,7 +664,7 @@ def test_mmrecs_grcn_routing_leaves_the_user_preferences_unchanged(tmp_path, mon
     assert cgcn.conv_embed_1(x, edges[[1, 0]])[:n_users].abs().min() > 0  # the patch's direction reaches them
 
 
-@pytest.mark.skipif(not Path(rc.DEFAULT_MIRROR).is_dir(), reason="no git snapshot of enoche/MMRec here")
+@pytest.mark.skipif(not Path(mmrec_side.DEFAULT_MIRROR).is_dir(), reason="no git snapshot of enoche/MMRec here")
 def test_the_lattice_laplacian_patch_gives_mmrecs_entries_and_gradients(tmp_path):
     """Reference patch lattice-laplacian is a speed patch: MMRec's own compute_normalized_laplacian before and
     after it, on a kNN graph as LATTICE builds it (one row with no neighbour, whose inf degree MMRec zeroes),
@@ -696,30 +699,30 @@ def test_the_lattice_laplacian_patch_gives_mmrecs_entries_and_gradients(tmp_path
 def test_a_tagged_run_has_its_own_files_and_row(tmp_path, monkeypatch):
     # --tag: another setting of the same pair lands in MODEL@TAG files and its own table row, after the plain one
     args = types.SimpleNamespace(tag="patience50")
-    assert rc._label("BM3", args) == "BM3@patience50" and rc._label("BM3", types.SimpleNamespace(tag=None)) == "BM3"
-    monkeypatch.setattr(rc, "RESULTS", str(tmp_path))
-    assert rc.result_path(rc._label("BM3", args), "ours", 2020) == str(tmp_path / "BM3@patience50__ours__seed2020.json")
+    assert shared.row_label("BM3", args) == "BM3@patience50" and shared.row_label("BM3", types.SimpleNamespace(tag=None)) == "BM3"
+    monkeypatch.setattr(shared, "RESULTS", str(tmp_path))
+    assert shared.result_path(shared.row_label("BM3", args), "ours", 2020) == str(tmp_path / "BM3@patience50__ours__seed2020.json")
     for model, side, recall in [("BM3", "ours", 0.08), ("BM3", "reference", 0.064),
                                 ("BM3@patience50", "ours", 0.081), ("BM3@patience50", "reference", 0.078)]:
         record = {**_run(recall, 0.03, 10, [1.0]), "status": "ok", "model": model, "side": side, "seed": 2020}
         (tmp_path / f"{model}__{side}__seed2020.json").write_text(json.dumps(record))
-    rows = rc.table_rows(rc.load_results())
+    rows = page.table_rows(page.load_results())
     assert [r["model"] for r in rows] == ["BM3", "BM3@patience50"]
     assert rows[1]["rel_diff_recall@20"] == pytest.approx(0.003 / 0.078)
 
 
 def test_sides_runs_only_the_sides_asked_for(tmp_path, monkeypatch):
     # `run --sides ours`: the reference side is neither run nor written; without --sides both run, reference first
-    monkeypatch.setattr(rc, "RESULTS", str(tmp_path))
-    monkeypatch.setattr(rc, "write_mmrec_layout", lambda *a, **k: {"folder": "f", "n_users": 1, "n_items": 1,
+    monkeypatch.setattr(shared, "RESULTS", str(tmp_path))
+    monkeypatch.setattr(mmrec_side, "write_mmrec_layout", lambda *a, **k: {"folder": "f", "n_users": 1, "n_items": 1,
                                                                    "rows_per_label": {}})
-    monkeypatch.setattr(rc, "write_table", lambda: None)
+    monkeypatch.setattr(page, "write_table", lambda: None)
     monkeypatch.setattr(rc, "reusable_run", lambda *a: None)
-    monkeypatch.setattr(rc, "resolve_ours", lambda model, data_path, extra: {})
+    monkeypatch.setattr(ours_side, "resolve_ours", lambda model, data_path, extra: {})
     ran = []
-    monkeypatch.setattr(rc, "run_ours", lambda model, seed, args: ran.append(("ours", seed)) or
+    monkeypatch.setattr(ours_side, "run_ours", lambda model, seed, args: ran.append(("ours", seed)) or
                         {"status": "ok", **_run(0.08, 0.03, 5, [1.0])})
-    monkeypatch.setattr(rc, "run_reference", lambda model, seed, ours, args: ran.append(("reference", seed)) or
+    monkeypatch.setattr(mmrec_side, "run_reference", lambda model, seed, ours, args: ran.append(("reference", seed)) or
                         {"status": "ok", **_run(0.07, 0.03, 5, [2.0])})
     args = rc.argparse.Namespace(data_path=str(tmp_path), scratch=str(tmp_path), budget_minutes=None, tag=None,
                                  reference_patch=None, extra={}, models=["LightGCN"], seeds=[2020, 2021],
@@ -755,13 +758,13 @@ def _fake_tree(root: Path, patches, crlf=("Params.py",)):
 
 
 def test_diffmm_patcher_applies_every_replacement_in_order_keeping_line_endings(tmp_path):
-    expected = _fake_tree(tmp_path, rc.DIFFMM_PATCHES)
+    expected = _fake_tree(tmp_path, diffmm_side.DIFFMM_PATCHES)
     assert sorted(expected) == ["DataHandler.py", "Main.py", "Model.py", "Params.py", "Utils/Utils.py"]
-    described = rc.diffmm_patch(str(tmp_path))
+    described = diffmm_side.diffmm_patch(str(tmp_path))
     for name, text in expected.items():
         assert (tmp_path / name).read_bytes().decode() == text, name
     assert b"\r\n\tparser.add_argument('--data_dir'" in (tmp_path / "Params.py").read_bytes()  # CRLF kept
-    assert described == [p[4] for p in rc.DIFFMM_PATCHES if p[4]] and len(described) == len(rc.DIFFMM_PATCHES) - 3
+    assert described == [p[4] for p in diffmm_side.DIFFMM_PATCHES if p[4]] and len(described) == len(diffmm_side.DIFFMM_PATCHES) - 3
     assert not list(tmp_path.rglob("*.tmp"))
 
 
@@ -770,21 +773,21 @@ def test_diffmm_patcher_refuses_a_missing_anchor_and_writes_nothing(tmp_path):
     (tmp_path / "b.py").write_text("y\nw\n")
     patches = (("a.py", "x = 1\n", "x = 2\n", 1, "a"), ("b.py", "y\n", "z\n", 2, "b"))
     with pytest.raises(ValueError, match=r"b\.py: the DiffMM patch expects 'y\\n' 2 time\(s\), found 1"):
-        rc.diffmm_patch(str(tmp_path), patches)
+        diffmm_side.diffmm_patch(str(tmp_path), patches)
     assert (tmp_path / "a.py").read_text() == "x = 1\n" and (tmp_path / "b.py").read_text() == "y\nw\n"
     with pytest.raises(ValueError, match=r"c\.py: missing"):
-        rc.diffmm_patch(str(tmp_path), (("c.py", "q", "r", 1, None),))
+        diffmm_side.diffmm_patch(str(tmp_path), (("c.py", "q", "r", 1, None),))
     # a later patch sees the earlier ones' result: its text must occur after them
     with pytest.raises(ValueError, match=r"a\.py: the DiffMM patch expects 'x = 1\\n' 1 time\(s\), found 0"):
-        rc.diffmm_patch(str(tmp_path), (("a.py", "x = 1\n", "x = 2\n", 1, None), ("a.py", "x = 1\n", "", 1, None)))
+        diffmm_side.diffmm_patch(str(tmp_path), (("a.py", "x = 1\n", "x = 2\n", 1, None), ("a.py", "x = 1\n", "", 1, None)))
 
 
-@pytest.mark.skipif(not Path(rc.DEFAULT_DIFFMM_MIRROR).is_dir(), reason="no git snapshot of HKUDS/DiffMM here")
+@pytest.mark.skipif(not Path(diffmm_side.DEFAULT_DIFFMM_MIRROR).is_dir(), reason="no git snapshot of HKUDS/DiffMM here")
 def test_diffmm_patches_match_the_authors_code(tmp_path):
     import py_compile
 
     dest = tmp_path / "diffmm"
-    src, commit = rc.diffmm_checkout(rc.DEFAULT_DIFFMM_MIRROR, str(dest))
+    src, commit = diffmm_side.diffmm_checkout(diffmm_side.DEFAULT_DIFFMM_MIRROR, str(dest))
     assert len(commit) == 40 and (dest / "REFCHECK_COMMIT").read_text().startswith(commit + " patches ")
     assert sorted(p.name for p in dest.iterdir() if p.suffix == ".py") == [
         "DataHandler.py", "Main.py", "Model.py", "Params.py"] and not (dest / "Datasets").exists()
@@ -793,7 +796,7 @@ def test_diffmm_patches_match_the_authors_code(tmp_path):
         assert ".cuda()" not in (dest / name).read_text()
     main = (dest / "Main.py").read_text()
     assert "reses = self.testEpoch(self.handler.valLoader)" in main and "print('Best epoch : '" in main
-    assert rc.diffmm_checkout(rc.DEFAULT_DIFFMM_MIRROR, str(dest)) == (src, commit)  # reused, not patched twice
+    assert diffmm_side.diffmm_checkout(diffmm_side.DEFAULT_DIFFMM_MIRROR, str(dest)) == (src, commit)  # reused, not patched twice
 
 
 # Their output (Utils/TimeLogger.log lines, the \r progress lines, makePrint's format, their best-test line) with the
@@ -823,7 +826,7 @@ DIFFMM_LOG = (
 
 
 def test_diffmm_log_parser_takes_the_validation_selected_epoch():
-    out = rc.parse_diffmm_log(DIFFMM_LOG)
+    out = diffmm_side.parse_diffmm_log(DIFFMM_LOG)
     assert out["epochs_run"] == 5 and out["best_epoch"] == 3 and out["stopped_early"] is True
     assert out["test"] == {"recall@20": 0.0699, "ndcg@20": 0.0301}
     assert out["best_valid"] == {"recall@20": 0.0612345678, "ndcg@20": 0.0250}
@@ -832,17 +835,17 @@ def test_diffmm_log_parser_takes_the_validation_selected_epoch():
     # their own line: the best *test* epoch (the literature's number), a diagnostic beside the selection
     assert out["reference_best_test"] == {"epoch": 2, "recall@20": 0.0805, "ndcg@20": 0.0355, "precision@20": 0.004025}
     # a run that died before its last line has no test result (the record becomes "failed")
-    cut = rc.parse_diffmm_log(DIFFMM_LOG.split("Best epoch")[0])
+    cut = diffmm_side.parse_diffmm_log(DIFFMM_LOG.split("Best epoch")[0])
     assert "test" not in cut and cut["best_epoch"] is None and cut["epochs_run"] == 5
 
 
 def test_diffmm_log_parser_refuses_a_selection_its_curve_contradicts():
     with pytest.raises(ValueError, match=r"selected epoch 1, but the last epoch with the highest validation recall@20 "
                                          r"\(0.0612345678\) is 3"):
-        rc.parse_diffmm_log(DIFFMM_LOG.replace("refcheck selected epoch 3", "refcheck selected epoch 1"))
+        diffmm_side.parse_diffmm_log(DIFFMM_LOG.replace("refcheck selected epoch 3", "refcheck selected epoch 1"))
     with pytest.raises(ValueError, match="selected epoch 3's figures differ"):
         # the first such line is epoch 3's: the selected line now disagrees with it
-        rc.parse_diffmm_log(DIFFMM_LOG.replace("test recall@20 0.0699 ndcg@20 0.0301\n", "test recall@20 0.07 "
+        diffmm_side.parse_diffmm_log(DIFFMM_LOG.replace("test recall@20 0.0699 ndcg@20 0.0301\n", "test recall@20 0.07 "
                                                "ndcg@20 0.0301\n", 1))
 
 
@@ -863,16 +866,16 @@ def _our_diffmm_config():
 
 
 def test_diffmm_settings_map_gives_the_readme_tiktok_command():
-    args = rc.diffmm_reference_args(_our_diffmm_config(), 2021, "/scratch/d")
+    args = diffmm_side.diffmm_reference_args(_our_diffmm_config(), 2021, "/scratch/d")
     assert args == {**DIFFMM_TIKTOK_ARGS, "stopping_step": 10, "data": "tiktok-diffmm", "data_dir": "/scratch/d",
                     "seed": 2021, "topk": 20, "tstEpoch": 1}
     assert list(args)[:4] == ["lr", "batch", "epoch", "stopping_step"]
-    argv = rc.diffmm_argv(args)
+    argv = diffmm_side.diffmm_argv(args)
     assert argv[argv.index("--dims") + 1] == "[1000]" and argv[argv.index("--reg") + 1] == "0.0001"
     # their booleans are argparse type=bool: only the empty string parses as False
     assert argv[argv.index("--norm") + 1] == "" and bool(argv[argv.index("--norm") + 1]) is False
-    assert rc.diffmm_argv({"norm": True, "sampling_noise": False}) == ["--norm", "1", "--sampling_noise", ""]
-    other = rc.diffmm_reference_args({**_our_diffmm_config(), "feat_transform": "leaky_relu", "cl_method": "pairwise",
+    assert diffmm_side.diffmm_argv({"norm": True, "sampling_noise": False}) == ["--norm", "1", "--sampling_noise", ""]
+    other = diffmm_side.diffmm_reference_args({**_our_diffmm_config(), "feat_transform": "leaky_relu", "cl_method": "pairwise",
                                       "denoise_dims": [200, 600]}, 1, "/d")
     assert other["trans"] == 0 and other["cl_method"] == 0 and other["dims"] == "[200, 600]"
 
@@ -880,19 +883,19 @@ def test_diffmm_settings_map_gives_the_readme_tiktok_command():
 def test_diffmm_settings_without_a_reference_argument_must_match_it():
     with pytest.raises(ValueError, match=r"diffusion_batch_size 2048 != train_batch_size 1024 .*denoise_dropout 0.3 "
                                          r"!= their fixed 0.5"):
-        rc.diffmm_reference_args({**_our_diffmm_config(), "diffusion_batch_size": 2048, "denoise_dropout": 0.3},
+        diffmm_side.diffmm_reference_args({**_our_diffmm_config(), "diffusion_batch_size": 2048, "denoise_dropout": 0.3},
                                  1, "/d")
     with pytest.raises(ValueError, match=r"diffusion_learning_rate 0.01 != learning_rate 0.001"):
-        rc.diffmm_reference_args({**_our_diffmm_config(), "diffusion_learning_rate": 0.01}, 1, "/d")
+        diffmm_side.diffmm_reference_args({**_our_diffmm_config(), "diffusion_learning_rate": 0.01}, 1, "/d")
     with pytest.raises(ValueError, match=r"modality_fields \['visual', 'acoustic', 'textual'\]"):
-        rc.diffmm_reference_args({**_our_diffmm_config(), "modality_fields": ["visual", "acoustic", "textual"]},
+        diffmm_side.diffmm_reference_args({**_our_diffmm_config(), "modality_fields": ["visual", "acoustic", "textual"]},
                                  1, "/d")
     with pytest.raises(ValueError, match="feat_transform 'gelu' has no --trans"):
-        rc.diffmm_reference_args({**_our_diffmm_config(), "feat_transform": "gelu"}, 1, "/d")
+        diffmm_side.diffmm_reference_args({**_our_diffmm_config(), "feat_transform": "gelu"}, 1, "/d")
     cfg = _our_diffmm_config()
     del cfg["e_loss"]
     with pytest.raises(ValueError, match="no 'e_loss' for the reference's --e_loss"):
-        rc.diffmm_reference_args(cfg, 1, "/d")
+        diffmm_side.diffmm_reference_args(cfg, 1, "/d")
 
 
 def _write_split(root: Path, pairs: dict, shape=(4, 5)):
@@ -902,7 +905,7 @@ def _write_split(root: Path, pairs: dict, shape=(4, 5)):
 
     (root / "shared").mkdir()
     (root / "ours").mkdir()
-    for part, file_name in rc.DIFFMM_SPLIT_FILES.items():
+    for part, file_name in diffmm_side.DIFFMM_SPLIT_FILES.items():
         rows, cols = zip(*pairs[part])
         with open(root / "shared" / file_name, "wb") as f:
             pickle.dump(sp.coo_matrix((np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=shape), f)
@@ -913,12 +916,12 @@ def _write_split(root: Path, pairs: dict, shape=(4, 5)):
 def test_diffmm_same_split_pairs_and_a_difference(tmp_path):
     pairs = {"train": [(0, 1), (0, 2), (1, 0), (3, 4)], "valid": [(2, 3)], "test": [(1, 4), (3, 0)]}
     _write_split(tmp_path, pairs)
-    out = rc.diffmm_same_split(str(tmp_path / "shared"), str(tmp_path / "ours"), "t")
+    out = diffmm_side.diffmm_same_split(str(tmp_path / "shared"), str(tmp_path / "ours"), "t")
     assert out == {"pairs": {"train": 4, "valid": 1, "test": 2}, "shape": [4, 5]}
     (tmp_path / "ours" / "t.test.inter").write_text("user_id:token\titem_id:token\n1\t4\n3\t1\n")
     with pytest.raises(ValueError, match=r"tstMat\.pkl and .*t\.test\.inter differ: 1 .* only in the pickle "
                                          r"\(first \[\(3, 0\)\]\), 1 only in ours \(first \[\(3, 1\)\]\)"):
-        rc.diffmm_same_split(str(tmp_path / "shared"), str(tmp_path / "ours"), "t")
+        diffmm_side.diffmm_same_split(str(tmp_path / "shared"), str(tmp_path / "ours"), "t")
 
 
 def test_reference_line_names_each_repository_and_commit():
@@ -926,5 +929,22 @@ def test_reference_line_names_each_repository_and_commit():
     results = {"LightGCN": {"reference": {1: ref("github enoche/MMRec", "aaa"), 2: ref("github enoche/MMRec", "aaa")}},
                "DiffMM": {"reference": {1: ref("github HKUDS/DiffMM", "ccc")}, "ours": {1: {}}},
                "VBPR": {"ours": {1: {}}}}
-    assert rc.reference_line(results) == "github enoche/MMRec at `aaa`; github HKUDS/DiffMM at `ccc`"
-    assert rc.reference_line({}) == "—"
+    assert page.reference_line(results) == "github enoche/MMRec at `aaa`; github HKUDS/DiffMM at `ccc`"
+    assert page.reference_line({}) == "—"
+
+
+def test_the_script_run_by_path_parses_its_command_line(tmp_path):
+    """``python benchmarks/reference_check.py`` is the command line of the parts in ``benchmarks/refcheck/``: run by
+    path from elsewhere, it reaches ``main`` (every subcommand, the drivers its runs start among them)."""
+    import subprocess
+    import sys
+
+    script = str(REPO / "benchmarks" / "reference_check.py")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    out = subprocess.run([sys.executable, script, "--help"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    for cmd in ("run", "table", "test-curves", "diffmm-reference", "mmrec-driver", "ours-driver"):
+        assert cmd in out.stdout
+    bad = subprocess.run([sys.executable, script, "run", "--reference-patch", "no-such"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "invalid choice: 'no-such'" in bad.stderr

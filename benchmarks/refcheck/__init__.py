@@ -1,0 +1,1 @@
+"""The reference check's parts (``benchmarks/reference_check.py`` is its command line)."""
