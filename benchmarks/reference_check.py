@@ -20,7 +20,7 @@ For each model that MMRec (github enoche/MMRec) also implements, this script
    not run again, so later sessions add models and seeds).
 
 DiffMM is not in MMRec: its reference is the authors' code (github HKUDS/DiffMM), extracted from a git
-snapshot into the scratch folder and patched there at run time (``DIFFMM_PATCHES``: CPU instead of CUDA,
+snapshot into the scratch folder and patched there at run time (``refcheck/diffmm_side.py``'s ``DIFFMM_PATCHES``: CPU instead of CUDA,
 validation on ``valMat.pkl`` every epoch beside their test, early stopping on it, epoch timing, a final line
 with the validation-selected epoch's test figures), run on a copy of the shared DiffMM-layout TikTok folder
 our ``tiktok-diffmm`` was converted from (each run checks both hold the same split); its output is parsed
